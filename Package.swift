@@ -1,0 +1,46 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Flotilla",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "flotilla-server", targets: ["FlotillaServer"]),
+        .executable(name: "flotilla-agent", targets: ["FlotillaAgent"]),
+        .executable(name: "flotilla", targets: ["FlotillaCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // System libraries, found through pkg-config; scripts/setup installs the apt providers.
+        .systemLibrary(name: "CNghttp2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
+        .systemLibrary(name: "CLibpq", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        // glibc calls Swift does not import (accept4) and OpenSSL macros Swift cannot call.
+        .target(name: "CFlotillaShims", dependencies: ["COpenSSL"]),
+
+        // The pure core: no I/O, no clock, no Foundation (.ci/run enforces it).
+        .target(name: "FlotillaCore"),
+        // HTTP/1.1 + HTTP/2 over raw sockets and Dispatch. Knows HTTP, nothing about fleets.
+        .target(name: "FlotillaTransport", dependencies: ["CNghttp2", "COpenSSL", "CFlotillaShims"]),
+        // The routes. Knows fleets, nothing about sockets.
+        .target(name: "FlotillaAPI", dependencies: ["FlotillaCore", "FlotillaTransport"]),
+
+        .executableTarget(name: "FlotillaServer", dependencies: [
+            "FlotillaAPI", "FlotillaTransport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "FlotillaAgent", dependencies: [
+            "FlotillaCore", "FlotillaTransport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "FlotillaCLI", dependencies: [
+            "FlotillaCore", "FlotillaTransport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "FlotillaTransportTests", dependencies: ["FlotillaTransport", "FlotillaAPI", "CNghttp2"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,13 @@
+// FlotillaCore: the pure core of Flotilla.
+//
+// The per-device update state machine, the rollout policy and the agent's own
+// state machine will live here. The rule for this module: no I/O, no clock, no
+// Foundation, no Dispatch, no Glibc — time is an argument, effects are returned
+// as plain Equatable actions. `.ci/run` fails the build if this rule is broken.
+
+/// The product's version, shared by the server (`GET /version`), the agent and the CLI.
+public enum FlotillaVersion {
+    public static let current = "0.1.0"
+    /// The API generation the server speaks (`/api/v1`).
+    public static let apiVersion = "v1"
+}

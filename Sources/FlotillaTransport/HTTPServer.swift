@@ -1,0 +1,103 @@
+// The listening side: binds, accepts with accept4 on a queue of its own, hands each
+// connection to an event loop (round robin), and shuts down gracefully.
+
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public final class HTTPServer: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        public var tls: TLSServerConfiguration?
+        public var limits: HTTPServerLimits
+        public var loopCount: Int
+
+        public init(host: String = "0.0.0.0", port: Int = 8080, tls: TLSServerConfiguration? = nil,
+                    limits: HTTPServerLimits = .init(), loopCount: Int = EventLoopGroup.defaultLoopCount) {
+            self.host = host
+            self.port = port
+            self.tls = tls
+            self.limits = limits
+            self.loopCount = loopCount
+        }
+    }
+
+    public let configuration: Configuration
+    private let context: ServerContext
+    private let group: EventLoopGroup
+    private let registries: [ConnectionRegistry]
+    private let tlsContext: TLSContext?
+    private let acceptQueue = DispatchQueue(label: "flotilla.accept")
+    private var listener: Int32 = -1
+    private var acceptSource: (any DispatchSourceRead)?
+    private let openConnections = AtomicCounter()
+    private var nextRegistry = 0
+    public private(set) var localAddress: SocketAddress?
+
+    public init(configuration: Configuration, router: Router) throws {
+        self.configuration = configuration
+        context = ServerContext(router: router, limits: configuration.limits)
+        group = EventLoopGroup(loopCount: configuration.loopCount)
+        tlsContext = try configuration.tls.map(TLSContext.server)
+        registries = group.loops.map { [context, openConnections] in
+            ConnectionRegistry(loop: $0, context: context, openCount: openConnections)
+        }
+    }
+
+    /// "http" or "https".
+    public var scheme: String { configuration.tls == nil ? "http" : "https" }
+
+    /// Connections currently open (for tests and metrics).
+    public var openConnectionCount: Int { openConnections.current }
+
+    /// Binds and starts accepting. Returns the bound address (port 0 picks a free port).
+    @discardableResult
+    public func start() throws -> SocketAddress {
+        Socket.ignoreSIGPIPE()
+        let address = try SocketAddress(host: configuration.host, port: configuration.port)
+        listener = try Socket.listen(on: address)
+        let bound = try Socket.localAddress(listener)
+        localAddress = bound
+        let source = DispatchSource.makeReadSource(fileDescriptor: listener, queue: acceptQueue)
+        source.setEventHandler { [unowned self] in self.acceptPending() }
+        let fd = listener
+        source.setCancelHandler { close(fd) }
+        acceptSource = source
+        source.activate()
+        return bound
+    }
+
+    private func acceptPending() {
+        // Drain the backlog: one event can stand for many pending connections.
+        while let (fd, peer) = Socket.accept(listener) {
+            let registry = registries[nextRegistry % registries.count]
+            nextRegistry &+= 1
+            let tls = tlsContext
+            registry.loop.execute { registry.add(fd: fd, peer: peer, tls: tls) }
+        }
+    }
+
+    /// Stops accepting, asks every connection to finish what is in flight (HTTP/2: GOAWAY),
+    /// waits up to `gracePeriod`, then closes whatever is left.
+    public func shutdown(gracePeriod: Duration = .seconds(10)) async {
+        acceptQueue.sync {
+            acceptSource?.cancel()
+            acceptSource = nil
+        }
+        for registry in registries {
+            registry.loop.execute { registry.beginGracefulShutdown() }
+        }
+        let deadline = ContinuousClock.now + gracePeriod
+        while openConnections.current > 0 && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        for registry in registries {
+            registry.loop.execute { registry.closeAll() }
+        }
+        while openConnections.current > 0 {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+    }
+}

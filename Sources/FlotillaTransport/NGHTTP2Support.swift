@@ -1,0 +1,71 @@
+// What the HTTP/2 server and client sessions share: building nghttp2 header lists and
+// draining `nghttp2_session_mem_send` into the channel. nghttp2 is used sans-I/O: bytes
+// in through `mem_recv`, bytes out through `mem_send`, one `send` per event.
+
+import CNghttp2
+
+/// Header fields as nghttp2 wants them: pointers into one contiguous buffer, valid during `body`.
+func withNGHTTP2Headers<R>(_ fields: [(name: String, value: String)],
+                           _ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
+    var storage: [UInt8] = []
+    var ranges: [(name: Range<Int>, value: Range<Int>)] = []
+    ranges.reserveCapacity(fields.count)
+    for (name, value) in fields {
+        let nameStart = storage.count
+        storage.append(contentsOf: name.utf8)
+        let valueStart = storage.count
+        storage.append(contentsOf: value.utf8)
+        ranges.append((nameStart..<valueStart, valueStart..<storage.count))
+    }
+    if storage.isEmpty { storage.append(0) }  // keep baseAddress non-nil
+    return storage.withUnsafeMutableBufferPointer { buffer in
+        let base = buffer.baseAddress!
+        let nva = ranges.map { r in
+            nghttp2_nv(name: base + r.name.lowerBound, value: base + r.value.lowerBound,
+                       namelen: r.name.count, valuelen: r.value.count,
+                       flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+        }
+        return nva.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
+    }
+}
+
+/// Headers that are connection-specific in HTTP/1.1 and forbidden in HTTP/2 (RFC 9113 §8.2.2).
+func isConnectionSpecificHeader(_ lowercasedName: String) -> Bool {
+    switch lowercasedName {
+    case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "host": true
+    default: false
+    }
+}
+
+extension SocketChannel {
+    /// Moves everything nghttp2 wants to send into the channel's buffer (the caller flushes).
+    /// Stops early while the socket is backed up, so a slow reader cannot make us buffer without bound.
+    /// Returns false on a fatal session error.
+    func drain(session: OpaquePointer, maxQueued: Int) -> Bool {
+        while pendingOutboundBytes < maxQueued {
+            var data: UnsafePointer<UInt8>?
+            let count = nghttp2_session_mem_send(session, &data)
+            if count < 0 { return false }
+            guard count > 0, let data else { return true }
+            write(UnsafeRawBufferPointer(start: data, count: count))
+        }
+        return true
+    }
+}
+
+/// The C callback table: nghttp2 copies it into each session, so one table serves all.
+struct NGHTTP2Callbacks: @unchecked Sendable {
+    let pointer: OpaquePointer
+
+    init(_ configure: (OpaquePointer) -> Void) {
+        var callbacks: OpaquePointer?
+        nghttp2_session_callbacks_new(&callbacks)
+        configure(callbacks!)
+        pointer = callbacks!
+    }
+}
+
+func stringFrom(_ pointer: UnsafePointer<UInt8>?, _ count: Int) -> String {
+    guard let pointer else { return "" }
+    return String(decoding: UnsafeBufferPointer(start: pointer, count: count), as: UTF8.self)
+}

@@ -1,0 +1,112 @@
+// (method, path pattern with `{params}`) → async handler.
+//
+// Matching is a linear scan over pre-split patterns: the route table is tens of
+// entries, and a scan beats a trie at that size. A literal segment beats a parameter
+// when both match, so `/devices/search` wins over `/devices/{id}`.
+
+public typealias HTTPHandler = @Sendable (HTTPRequest) async throws -> HTTPResponse
+
+public struct Router: Sendable {
+    enum Segment: Sendable, Equatable {
+        case literal(String)
+        case parameter(String)
+    }
+
+    struct Route: Sendable {
+        let method: String
+        let pattern: String
+        let segments: [Segment]
+        let handler: HTTPHandler
+        var literalCount: Int { segments.filter { if case .literal = $0 { true } else { false } }.count }
+    }
+
+    public enum Match: Sendable {
+        case found(HTTPHandler, parameters: [String: String])
+        case methodNotAllowed(allowed: [String])
+        case notFound
+    }
+
+    private var routes: [Route] = []
+
+    public init() {}
+
+    /// Registers a route. Patterns are absolute paths whose `{name}` segments capture one segment each.
+    public mutating func add(_ method: String, _ pattern: String, _ handler: @escaping HTTPHandler) {
+        let segments: [Segment] = Router.split(pattern).map { part in
+            part.hasPrefix("{") && part.hasSuffix("}") ? .parameter(String(part.dropFirst().dropLast())) : .literal(String(part))
+        }
+        precondition(!routes.contains { $0.method == method && $0.segments == segments },
+                     "duplicate route \(method) \(pattern)")
+        routes.append(Route(method: method, pattern: pattern, segments: segments, handler: handler))
+    }
+
+    public mutating func get(_ pattern: String, _ handler: @escaping HTTPHandler) { add("GET", pattern, handler) }
+    public mutating func post(_ pattern: String, _ handler: @escaping HTTPHandler) { add("POST", pattern, handler) }
+    public mutating func put(_ pattern: String, _ handler: @escaping HTTPHandler) { add("PUT", pattern, handler) }
+    public mutating func patch(_ pattern: String, _ handler: @escaping HTTPHandler) { add("PATCH", pattern, handler) }
+    public mutating func delete(_ pattern: String, _ handler: @escaping HTTPHandler) { add("DELETE", pattern, handler) }
+
+    /// Every (method, pattern) known, for the OpenAPI consistency test.
+    public var routeTable: [(method: String, pattern: String)] { routes.map { ($0.method, $0.pattern) } }
+
+    public func match(method: String, path: String) -> Match {
+        let parts = Router.split(path)
+        var best: (route: Route, parameters: [String: String])?
+        var allowed: [String] = []
+        for route in routes {
+            guard let parameters = Router.bind(route.segments, to: parts) else { continue }
+            // HEAD is answered by the GET handler; the transport drops the body.
+            if route.method == method || (method == "HEAD" && route.method == "GET") {
+                if best == nil || route.literalCount > best!.route.literalCount { best = (route, parameters) }
+            } else if !allowed.contains(route.method) {
+                allowed.append(route.method)
+            }
+        }
+        if let best { return .found(best.route.handler, parameters: best.parameters) }
+        if allowed.isEmpty { return .notFound }
+        if allowed.contains("GET") { allowed.append("HEAD") }
+        return .methodNotAllowed(allowed: allowed.sorted())
+    }
+
+    private static func split(_ path: String) -> [Substring] {
+        path.split(separator: "/", omittingEmptySubsequences: true)
+    }
+
+    private static func bind(_ segments: [Segment], to parts: [Substring]) -> [String: String]? {
+        guard segments.count == parts.count else { return nil }
+        var parameters: [String: String] = [:]
+        for (segment, part) in zip(segments, parts) {
+            switch segment {
+            case .literal(let text):
+                guard part == text else { return nil }
+            case .parameter(let name):
+                guard let value = percentDecode(String(part)), !value.isEmpty else { return nil }
+                parameters[name] = value
+            }
+        }
+        return parameters
+    }
+
+    /// Routes `request` and runs its handler; never throws: errors become JSON error responses.
+    public func respond(to request: HTTPRequest) async -> HTTPResponse {
+        switch match(method: request.method, path: request.path) {
+        case .found(let handler, let parameters):
+            var request = request
+            request.pathParameters = parameters
+            do {
+                return try await handler(request)
+            } catch let error as HTTPError {
+                return error.response
+            } catch {
+                // Never leak internals (SQL text, stack traces) to the client.
+                return .error(500, code: "internal", message: "internal server error")
+            }
+        case .methodNotAllowed(let allowed):
+            return .error(405, code: "method_not_allowed",
+                          message: "\(request.method) is not allowed on \(request.path)",
+                          headers: ["allow": allowed.joined(separator: ", ")])
+        case .notFound:
+            return .error(404, code: "not_found", message: "no route for \(request.path)")
+        }
+    }
+}

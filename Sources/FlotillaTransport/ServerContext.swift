@@ -1,0 +1,87 @@
+// What every server connection shares: the router, the limits, the Date header cache.
+
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct HTTPServerLimits: Sendable {
+    /// HTTP/1.1: the whole request head; HTTP/2: the header list size (RFC 9113 §6.5.2).
+    public var maxHeaderBytes = 32 * 1024
+    public var maxBodyBytes = 8 * 1024 * 1024
+    public var maxConcurrentStreams = 100
+    /// A connection with nothing in flight is closed after this long without a byte from the peer.
+    public var idleTimeout: Duration = .seconds(60)
+    /// A request head (or the HTTP/2 preface) must arrive in full within this long (slowloris).
+    public var requestHeadTimeout: Duration = .seconds(10)
+    /// HTTP/1.1 requests read ahead of their responses; reading pauses beyond this.
+    public var maxPipelinedRequests = 16
+    /// HTTP/2 rapid reset: a token bucket of incoming RST_STREAMs (burst, then per second).
+    public var streamResetBurst = 200
+    public var streamResetRatePerSecond = 33
+    /// HTTP/2 stops producing output while this much is queued for the socket (slow readers).
+    public var maxQueuedOutputBytes = 1024 * 1024
+
+    public init() {}
+}
+
+final class ServerContext: Sendable {
+    let router: Router
+    let limits: HTTPServerLimits
+    let idleTimeoutNanos: UInt64
+    let headTimeoutNanos: UInt64
+    let inFlightRequests = AtomicCounter()
+
+    init(router: Router, limits: HTTPServerLimits) {
+        self.router = router
+        self.limits = limits
+        idleTimeoutNanos = limits.idleTimeout.nanoseconds
+        headTimeoutNanos = limits.requestHeadTimeout.nanoseconds
+    }
+
+    /// Runs the handler off the event loop and hands the response back on `loop`.
+    func dispatch(_ request: HTTPRequest, on loop: any EventLoop,
+                  completion: @escaping @Sendable (HTTPResponse) -> Void) {
+        _ = inFlightRequests.increment()
+        let router = self.router
+        Task {
+            let response = await router.respond(to: request)
+            loop.execute {
+                completion(response)
+                _ = self.inFlightRequests.decrement()
+            }
+        }
+    }
+}
+
+/// The IMF-fixdate for `Date` headers, formatted at most once per second.
+enum HTTPDate {
+    private static let cache = Mutex<(second: Int, text: String)>((0, ""))
+
+    static var now: String {
+        let second = time(nil)
+        return cache.withLock { cached in
+            if cached.second == second { return cached.text }
+            var t = second
+            var parts = tm()
+            gmtime_r(&t, &parts)
+            var buffer = [CChar](repeating: 0, count: 64)
+            let count = strftime(&buffer, buffer.count, "%a, %d %b %Y %H:%M:%S GMT", &parts)
+            let text = String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            cached = (second, text)
+            return text
+        }
+    }
+}
+
+/// The part of a server connection that speaks one protocol. Loop-confined.
+protocol ServerProtocolHandler: AnyObject {
+    func received(_ bytes: UnsafeRawBufferPointer)
+    func readComplete()
+    func inputClosed()
+    func writabilityRestored()
+    /// Periodic check of the timeouts; `now` is monotonic nanoseconds.
+    func tick(now: UInt64)
+    /// Stop taking new requests, finish the ones in flight, then close.
+    func beginGracefulShutdown()
+}
