@@ -152,7 +152,6 @@ final class HTTP2ClientConnection: ChannelHandler, @unchecked Sendable {
             nghttp2_submit_rst_stream(session, 0, streamID, UInt32(NGHTTP2_CANCEL.rawValue))
             finish(streamID, errorCode: UInt32(NGHTTP2_CANCEL.rawValue))
             sendPending()
-            channel.flush()
         }
         sendPending()
         channel.flush()
@@ -160,7 +159,7 @@ final class HTTP2ClientConnection: ChannelHandler, @unchecked Sendable {
 
     private func sendPending() {
         guard let session, let channel, !channel.isClosed else { return }
-        guard channel.drain(session: session, maxQueued: 1 << 20) else {
+        guard channel.drainAndFlush(session: session, maxQueued: 1 << 20) else {
             channel.close(error: HTTPClientError.connectionClosed("HTTP/2 session error"))
             return
         }
@@ -216,7 +215,6 @@ final class HTTP2ClientConnection: ChannelHandler, @unchecked Sendable {
                     nghttp2_session_resume_data(session, streamID)
                 }
                 sendPending()
-                channel?.flush()
             }
         }
         let count = min(capacity, stream.requestBody.count - stream.requestOffset)
@@ -242,7 +240,7 @@ final class HTTP2ClientConnection: ChannelHandler, @unchecked Sendable {
 
     func channelReadComplete(_ channel: SocketChannel) { sendPending() }
     func channelInputClosed(_ channel: SocketChannel) { channel.close() }
-    func channelWritabilityRestored(_ channel: SocketChannel) { sendPending(); channel.flush() }
+    func channelWritabilityRestored(_ channel: SocketChannel) { sendPending() }
 
     func channelClosed(_ channel: SocketChannel, error: (any Error)?) {
         let reason = closedReason ?? error.map { "\($0)" } ?? "closed by the server"
@@ -268,7 +266,7 @@ final class HTTP2ClientConnection: ChannelHandler, @unchecked Sendable {
         closeWaiters.append(waiter)
         if let session {
             nghttp2_session_terminate_session(session, UInt32(NGHTTP2_NO_ERROR.rawValue))
-            _ = channel.drain(session: session, maxQueued: .max)
+            _ = channel.drainAndFlush(session: session, maxQueued: .max)
         }
         channel.closeAfterFlush()
     }

@@ -69,7 +69,7 @@ final class HTTP2ServerHandler: ServerProtocolHandler, @unchecked Sendable {
         let rc = nghttp2_session_mem_recv(session, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count)
         if rc < 0 {
             // Fatal (bad preface, flood, protocol violation): nghttp2 queued a GOAWAY if it could.
-            _ = channel.drain(session: session, maxQueued: .max)
+            _ = channel.drainAndFlush(session: session, maxQueued: .max)
             channel.closeAfterFlush()
             self.session = nil
             nghttp2_session_del(session)
@@ -80,12 +80,12 @@ final class HTTP2ServerHandler: ServerProtocolHandler, @unchecked Sendable {
 
     func inputClosed() { channel.closeAfterFlush() }
 
-    func writabilityRestored() { sendPending(); channel.flush() }
+    func writabilityRestored() { sendPending() }
 
-    /// Produces all pending frames into the channel buffer; closes when the session is done.
+    /// Sends all pending frames; closes when the session is done.
     private func sendPending() {
         guard let session, !channel.isClosed else { return }
-        guard channel.drain(session: session, maxQueued: context.limits.maxQueuedOutputBytes) else {
+        guard channel.drainAndFlush(session: session, maxQueued: context.limits.maxQueuedOutputBytes) else {
             channel.closeAfterFlush()
             return
         }
@@ -102,7 +102,6 @@ final class HTTP2ServerHandler: ServerProtocolHandler, @unchecked Sendable {
         channel.loop.execute {
             self.flushScheduled = false
             self.sendPending()
-            self.channel.flush()
         }
     }
 
@@ -129,7 +128,6 @@ final class HTTP2ServerHandler: ServerProtocolHandler, @unchecked Sendable {
                               nghttp2_session_get_last_proc_stream_id(session),
                               UInt32(NGHTTP2_NO_ERROR.rawValue), nil, 0)
         sendPending()
-        channel.flush()
     }
 
     // MARK: Requests

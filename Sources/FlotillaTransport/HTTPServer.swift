@@ -33,6 +33,7 @@ public final class HTTPServer: @unchecked Sendable {
     private var listener: Int32 = -1
     private var acceptSource: (any DispatchSourceRead)?
     private let openConnections = AtomicCounter()
+    private let acceptedConnections = AtomicCounter()
     private var nextRegistry = 0
     public private(set) var localAddress: SocketAddress?
 
@@ -51,6 +52,9 @@ public final class HTTPServer: @unchecked Sendable {
 
     /// Connections currently open (for tests and metrics).
     public var openConnectionCount: Int { openConnections.current }
+
+    /// Connections accepted since start (for tests and metrics).
+    public var acceptedConnectionCount: Int { acceptedConnections.current }
 
     /// Binds and starts accepting. Returns the bound address (port 0 picks a free port).
     @discardableResult
@@ -72,6 +76,7 @@ public final class HTTPServer: @unchecked Sendable {
     private func acceptPending() {
         // Drain the backlog: one event can stand for many pending connections.
         while let (fd, peer) = Socket.accept(listener) {
+            _ = acceptedConnections.increment()
             let registry = registries[nextRegistry % registries.count]
             nextRegistry &+= 1
             let tls = tlsContext

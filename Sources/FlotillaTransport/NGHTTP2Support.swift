@@ -38,16 +38,21 @@ func isConnectionSpecificHeader(_ lowercasedName: String) -> Bool {
 }
 
 extension SocketChannel {
-    /// Moves everything nghttp2 wants to send into the channel's buffer (the caller flushes).
-    /// Stops early while the socket is backed up, so a slow reader cannot make us buffer without bound.
+    /// Moves what nghttp2 wants to send into the channel's buffer and sends it. Output is
+    /// produced in slices of at most `maxQueued` bytes, so a slow reader cannot make us buffer
+    /// without bound: when the socket blocks, the channel's writability event resumes us.
     /// Returns false on a fatal session error.
-    func drain(session: OpaquePointer, maxQueued: Int) -> Bool {
-        while pendingOutboundBytes < maxQueued {
+    func drainAndFlush(session: OpaquePointer, maxQueued: Int) -> Bool {
+        while !isClosed {
             var data: UnsafePointer<UInt8>?
             let count = nghttp2_session_mem_send(session, &data)
             if count < 0 { return false }
-            guard count > 0, let data else { return true }
-            write(UnsafeRawBufferPointer(start: data, count: count))
+            if count > 0, let data {
+                write(UnsafeRawBufferPointer(start: data, count: count))
+                if pendingOutboundBytes < maxQueued { continue }
+            }
+            flush()  // one send for everything gathered in this event
+            if count == 0 || isWriteBlocked { return true }
         }
         return true
     }

@@ -41,6 +41,8 @@ public final class SocketChannel: FDEventHandler, @unchecked Sendable {
     /// ALPN's choice once TLS is up; nil for plaintext.
     public var negotiatedProtocol: String? { tls?.negotiatedProtocol }
     public var isTLS: Bool { tls != nil }
+    /// The kernel's buffer is full; the write source will call back.
+    public var isWriteBlocked: Bool { writeBlocked }
     /// Bytes queued but not yet accepted by the kernel.
     public var pendingOutboundBytes: Int { outbound.readableCount }
 

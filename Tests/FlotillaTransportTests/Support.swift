@@ -132,7 +132,7 @@ final class RawSocket {
 
     /// Reads exactly one HTTP/1.1 response (Content-Length framed).
     private var pending: [UInt8] = []
-    func readResponse() -> (status: Int, headers: [String: String], body: String)? {
+    func readResponse(head: Bool = false) -> (status: Int, headers: [String: String], body: String)? {
         while true {
             if let end = pending.firstRange(of: Array("\r\n\r\n".utf8)) {
                 let head = String(decoding: pending[..<end.lowerBound], as: UTF8.self)
@@ -143,7 +143,7 @@ final class RawSocket {
                     let parts = line.split(separator: ":", maxSplits: 1)
                     headers[parts[0].lowercased()] = parts[1].trimmingCharacters(in: .whitespaces)
                 }
-                let length = Int(headers["content-length"] ?? "0") ?? 0
+                let length = head ? 0 : Int(headers["content-length"] ?? "0") ?? 0
                 let bodyStart = end.upperBound
                 if pending.count - bodyStart >= length {
                     let body = String(decoding: pending[bodyStart..<(bodyStart + length)], as: UTF8.self)
@@ -170,7 +170,7 @@ final class RawSocket {
 
 /// Runs a command and returns its exit status and output.
 @discardableResult
-func run(_ executable: String, _ arguments: [String], stdin: String? = nil) throws -> (status: Int32, output: String) {
+func runProcess(_ executable: String, _ arguments: [String], stdin: String? = nil) throws -> (status: Int32, output: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
@@ -196,7 +196,7 @@ enum TestCertificate {
     static let directory: String = {
         let dir = NSTemporaryDirectory() + "flotilla-tls-\(getpid())"
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let result = try? run(which("openssl") ?? "/usr/bin/openssl", [
+        let result = try? runProcess(which("openssl") ?? "/usr/bin/openssl", [
             "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
             "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem", "-days", "2", "-subj", "/CN=localhost",
             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
