@@ -56,7 +56,7 @@ final class HTTP1Tests: XCTestCase {
     func testHeadAndConnectionClose() throws {
         let socket = try RawSocket(port: server.port)
         socket.send("HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        let head = try XCTUnwrap(socket.readResponse(head: true))
+        let head = try XCTUnwrap(socket.readResponse(isHead: true))
         XCTAssertEqual(head.headers["content-length"], "15")  // GET's length, no body follows
         XCTAssertEqual(head.body, "")
         socket.send("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -132,7 +132,7 @@ final class RawSocket {
 
     /// Reads exactly one HTTP/1.1 response (Content-Length framed).
     private var pending: [UInt8] = []
-    func readResponse(head: Bool = false) -> (status: Int, headers: [String: String], body: String)? {
+    func readResponse(isHead: Bool = false) -> (status: Int, headers: [String: String], body: String)? {
         while true {
             if let end = pending.firstRange(of: Array("\r\n\r\n".utf8)) {
                 let head = String(decoding: pending[..<end.lowerBound], as: UTF8.self)
@@ -143,7 +143,7 @@ final class RawSocket {
                     let parts = line.split(separator: ":", maxSplits: 1)
                     headers[parts[0].lowercased()] = parts[1].trimmingCharacters(in: .whitespaces)
                 }
-                let length = head ? 0 : Int(headers["content-length"] ?? "0") ?? 0
+                let length = isHead ? 0 : Int(headers["content-length"] ?? "0") ?? 0
                 let bodyStart = end.upperBound
                 if pending.count - bodyStart >= length {
                     let body = String(decoding: pending[bodyStart..<(bodyStart + length)], as: UTF8.self)
