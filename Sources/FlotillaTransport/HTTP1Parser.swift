@@ -172,9 +172,15 @@ struct HTTP1RequestParser {
     }
 
     private func checkHeadSize() throws(HTTP1ParseError) {
+        // Bytes that cannot start a request line (a TLS ClientHello on the plaintext port,
+        // random garbage) are refused at once instead of waiting for a newline that never comes.
+        let looksLikeMethod = input.withReadableBytes { raw in
+            raw.prefix(32).prefix { $0 != 32 }.allSatisfy(isTokenByte)
+        }
+        guard looksLikeMethod else { throw bad("not an HTTP request") }
         let count = input.readableCount
-        let lineEnded = input.withReadableBytes { $0.firstIndex(of: 10) != nil }
-        if !lineEnded && count > limits.maxRequestLineBytes {
+        let requestLineLength = input.withReadableBytes { $0.firstIndex(of: 10) ?? $0.count }
+        if requestLineLength > limits.maxRequestLineBytes {
             throw HTTP1ParseError(status: 414, code: "uri_too_long", message: "request line exceeds \(limits.maxRequestLineBytes) bytes")
         }
         if count > limits.maxHeadBytes {
