@@ -83,8 +83,9 @@ final class ServerConnection: ChannelHandler, @unchecked Sendable {
         case .serving(let handler):
             handler.tick(now: now)
         case .detecting:
-            // Neither a preface nor a request line in time (this also bounds a stalled TLS handshake).
-            if now &- acceptedAt > context.headTimeoutNanos { channel.close() }
+            // Neither a preface nor a request line in time (this also bounds a stalled TLS handshake
+            // and a client that connects and says nothing).
+            if now &- acceptedAt > min(context.headTimeoutNanos, context.idleTimeoutNanos) { channel.close() }
         }
     }
 
