@@ -13,10 +13,12 @@ public enum FlotillaAPI {
     }
 
     static func registerSystemRoutes(on router: inout Router) {
-        // Built once: these answer load balancers and benchmarks, so they stay allocation-light.
+        // A probe answered on the event loop (an immediate route): load balancers poll it hard,
+        // and it must say "alive" even when the handler pool is saturated.
         let health = HTTPResponse.json(200, #"{"status":"ok"}"#)
-        router.get("/healthz") { _ in health }
+        router.immediate("GET", "/healthz") { _ in health }
 
+        // An ordinary async route, like every API route to come.
         let version = HTTPResponse.json(200, #"{"name":"flotilla","version":"\#(FlotillaVersion.current)","api":"\#(FlotillaVersion.apiVersion)"}"#)
         router.get("/version") { _ in version }
     }

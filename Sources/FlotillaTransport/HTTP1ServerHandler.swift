@@ -72,8 +72,13 @@ final class HTTP1ServerHandler: ServerProtocolHandler, @unchecked Sendable {
         let request = HTTPRequest(method: head.method, path: path, query: query, headers: head.headers, body: body,
                                   httpVersion: head.minorVersion == 1 ? "1.1" : "1.0",
                                   remoteAddress: channel.peer?.host)
-        context.dispatch(request, on: channel.loop) { response in
+        let immediate = context.dispatch(request, on: channel.loop) { response in
             self.complete(id, response)
+        }
+        if let immediate {
+            // Inside a read event: the channel flushes once at its end.
+            queue[queue.count - 1].response = immediate
+            writeReadyResponses()
         }
     }
 

@@ -192,11 +192,13 @@ final class HTTP2ServerHandler: ServerProtocolHandler, @unchecked Sendable {
                                   body: stream.body, httpVersion: "2", remoteAddress: channel.peer?.host)
         stream.body = []
         let id = stream.id
-        context.dispatch(request, on: channel.loop) { response in
+        let immediate = context.dispatch(request, on: channel.loop) { response in
             guard let stream = self.streams[id], !stream.responded else { return }
             self.submit(response, on: stream)
             self.scheduleFlush()
         }
+        // Inside a read event: readComplete sends it with everything else.
+        if let immediate { submit(immediate, on: stream) }
     }
 
     private func respondWithError(_ stream: Stream, _ status: Int, code: String, message: String) {
@@ -208,9 +210,12 @@ final class HTTP2ServerHandler: ServerProtocolHandler, @unchecked Sendable {
         guard let session else { return }
         stream.responded = true
         let bodyAllowed = response.status >= 200 && response.status != 204 && response.status != 304
-        var fields: [(name: String, value: String)] = [(":status", String(response.status))]
+        var fields: [(name: String, value: String)] = []
+        fields.reserveCapacity(response.headers.count + 4)
+        fields.append((":status", String(response.status)))
         for (name, value) in response.headers {
-            let lower = name.lowercased()
+            // HTTP/2 field names are lowercase; most already are, so lowercase only when needed.
+            let lower = name.utf8.contains(where: { $0 >= 65 && $0 <= 90 }) ? name.lowercased() : name
             guard !isConnectionSpecificHeader(lower), lower != "content-length" else { continue }
             fields.append((lower, value))
         }

@@ -7,25 +7,29 @@ import CNghttp2
 /// Header fields as nghttp2 wants them: pointers into one contiguous buffer, valid during `body`.
 func withNGHTTP2Headers<R>(_ fields: [(name: String, value: String)],
                            _ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
-    var storage: [UInt8] = []
-    var ranges: [(name: Range<Int>, value: Range<Int>)] = []
-    ranges.reserveCapacity(fields.count)
-    for (name, value) in fields {
-        let nameStart = storage.count
-        storage.append(contentsOf: name.utf8)
-        let valueStart = storage.count
-        storage.append(contentsOf: value.utf8)
-        ranges.append((nameStart..<valueStart, valueStart..<storage.count))
-    }
-    if storage.isEmpty { storage.append(0) }  // keep baseAddress non-nil
-    return storage.withUnsafeMutableBufferPointer { buffer in
-        let base = buffer.baseAddress!
-        let nva = ranges.map { r in
-            nghttp2_nv(name: base + r.name.lowerBound, value: base + r.value.lowerBound,
-                       namelen: r.name.count, valuelen: r.value.count,
-                       flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+    // Two allocations in all: the bytes of every name and value, then the nv array pointing into them.
+    let total = fields.reduce(1) { $0 + $1.name.utf8.count + $1.value.utf8.count }
+    return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: total) { storage in
+        withUnsafeTemporaryAllocation(of: nghttp2_nv.self, capacity: max(1, fields.count)) { nva in
+            var offset = 0
+            func copy(_ text: String) -> (UnsafeMutablePointer<UInt8>, Int) {
+                let start = storage.baseAddress! + offset
+                var text = text
+                let count = text.withUTF8 { utf8 in
+                    start.update(from: utf8.baseAddress ?? UnsafePointer(start), count: utf8.count)
+                    return utf8.count
+                }
+                offset += count
+                return (start, count)
+            }
+            for (i, field) in fields.enumerated() {
+                let (name, nameLength) = copy(field.name)
+                let (value, valueLength) = copy(field.value)
+                (nva.baseAddress! + i).initialize(to: nghttp2_nv(name: name, value: value, namelen: nameLength,
+                                                                 valuelen: valueLength, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
+            }
+            return body(nva.baseAddress!, fields.count)
         }
-        return nva.withUnsafeBufferPointer { body($0.baseAddress!, $0.count) }
     }
 }
 

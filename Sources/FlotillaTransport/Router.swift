@@ -1,10 +1,22 @@
-// (method, path pattern with `{params}`) → async handler.
+// (method, path pattern with `{params}`) → handler.
+//
+// Handlers are async and run on Swift's cooperative pool, never on an I/O queue.
+// The one exception is an *immediate* route: a synchronous, constant-time answer
+// (health and version probes) given on the event loop itself, with no thread hop —
+// what nghttpd does for a static file. Anything that touches a database, a disk or
+// a lock is an ordinary async route.
 //
 // Matching is a linear scan over pre-split patterns: the route table is tens of
 // entries, and a scan beats a trie at that size. A literal segment beats a parameter
 // when both match, so `/devices/search` wins over `/devices/{id}`.
 
 public typealias HTTPHandler = @Sendable (HTTPRequest) async throws -> HTTPResponse
+public typealias ImmediateHandler = @Sendable (HTTPRequest) -> HTTPResponse
+
+public enum RouteHandler: Sendable {
+    case async(HTTPHandler)
+    case immediate(ImmediateHandler)
+}
 
 public struct Router: Sendable {
     enum Segment: Sendable, Equatable {
@@ -16,28 +28,43 @@ public struct Router: Sendable {
         let method: String
         let pattern: String
         let segments: [Segment]
-        let handler: HTTPHandler
+        let handler: RouteHandler
         var literalCount: Int { segments.filter { if case .literal = $0 { true } else { false } }.count }
     }
 
     public enum Match: Sendable {
-        case found(HTTPHandler, parameters: [String: String])
+        case found(RouteHandler, parameters: [String: String])
         case methodNotAllowed(allowed: [String])
         case notFound
     }
 
     private var routes: [Route] = []
+    /// Routes without parameters, by exact path: most requests are answered by one hash lookup.
+    private var literalRoutes: [String: [String: RouteHandler]] = [:]
 
     public init() {}
 
     /// Registers a route. Patterns are absolute paths whose `{name}` segments capture one segment each.
     public mutating func add(_ method: String, _ pattern: String, _ handler: @escaping HTTPHandler) {
+        add(method, pattern, handler: .async(handler))
+    }
+
+    /// A synchronous, constant-time route answered on the event loop (probes only; see the top of this file).
+    public mutating func immediate(_ method: String, _ pattern: String, _ handler: @escaping ImmediateHandler) {
+        add(method, pattern, handler: .immediate(handler))
+    }
+
+    private mutating func add(_ method: String, _ pattern: String, handler: RouteHandler) {
         let segments: [Segment] = Router.split(pattern).map { part in
             part.hasPrefix("{") && part.hasSuffix("}") ? .parameter(String(part.dropFirst().dropLast())) : .literal(String(part))
         }
         precondition(!routes.contains { $0.method == method && $0.segments == segments },
                      "duplicate route \(method) \(pattern)")
         routes.append(Route(method: method, pattern: pattern, segments: segments, handler: handler))
+        if !segments.contains(where: { if case .parameter = $0 { true } else { false } }) {
+            let path = "/" + segments.map { if case .literal(let s) = $0 { s } else { "" } }.joined(separator: "/")
+            literalRoutes[path, default: [:]][method] = handler
+        }
     }
 
     public mutating func get(_ pattern: String, _ handler: @escaping HTTPHandler) { add("GET", pattern, handler) }
@@ -50,6 +77,10 @@ public struct Router: Sendable {
     public var routeTable: [(method: String, pattern: String)] { routes.map { ($0.method, $0.pattern) } }
 
     public func match(method: String, path: String) -> Match {
+        // Fast path: an exact literal route for this method. (405 and HEAD-as-GET take the slow path.)
+        if let byMethod = literalRoutes[path], let handler = byMethod[method] {
+            return .found(handler, parameters: [:])
+        }
         let parts = Router.split(path)
         var best: (route: Route, parameters: [String: String])?
         var allowed: [String] = []
@@ -87,26 +118,49 @@ public struct Router: Sendable {
         return parameters
     }
 
-    /// Routes `request` and runs its handler; never throws: errors become JSON error responses.
-    public func respond(to request: HTTPRequest) async -> HTTPResponse {
+    public enum Routed: Sendable {
+        /// Answered already: an immediate route, 404 or 405.
+        case response(HTTPResponse)
+        /// An async handler to run (off the event loop), with the request's path parameters filled in.
+        case handler(HTTPHandler, HTTPRequest)
+    }
+
+    /// Matches `request` without running anything async: cheap enough for the event loop.
+    public func route(_ request: HTTPRequest) -> Routed {
         switch match(method: request.method, path: request.path) {
         case .found(let handler, let parameters):
             var request = request
             request.pathParameters = parameters
-            do {
-                return try await handler(request)
-            } catch let error as HTTPError {
-                return error.response
-            } catch {
-                // Never leak internals (SQL text, stack traces) to the client.
-                return .error(500, code: "internal", message: "internal server error")
+            switch handler {
+            case .immediate(let body): return .response(body(request))
+            case .async(let body): return .handler(body, request)
             }
         case .methodNotAllowed(let allowed):
-            return .error(405, code: "method_not_allowed",
-                          message: "\(request.method) is not allowed on \(request.path)",
-                          headers: ["allow": allowed.joined(separator: ", ")])
+            return .response(.error(405, code: "method_not_allowed",
+                                    message: "\(request.method) is not allowed on \(request.path)",
+                                    headers: ["allow": allowed.joined(separator: ", ")]))
         case .notFound:
-            return .error(404, code: "not_found", message: "no route for \(request.path)")
+            return .response(.error(404, code: "not_found", message: "no route for \(request.path)"))
+        }
+    }
+
+    /// Runs an async handler; never throws: errors become JSON error responses.
+    public static func run(_ handler: HTTPHandler, _ request: HTTPRequest) async -> HTTPResponse {
+        do {
+            return try await handler(request)
+        } catch let error as HTTPError {
+            return error.response
+        } catch {
+            // Never leak internals (SQL text, stack traces) to the client.
+            return .error(500, code: "internal", message: "internal server error")
+        }
+    }
+
+    /// Routes `request` and runs its handler, whatever kind it is.
+    public func respond(to request: HTTPRequest) async -> HTTPResponse {
+        switch route(request) {
+        case .response(let response): return response
+        case .handler(let handler, let request): return await Router.run(handler, request)
         }
     }
 }

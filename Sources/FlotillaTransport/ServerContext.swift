@@ -30,7 +30,6 @@ final class ServerContext: Sendable {
     let limits: HTTPServerLimits
     let idleTimeoutNanos: UInt64
     let headTimeoutNanos: UInt64
-    let inFlightRequests = AtomicCounter()
 
     init(router: Router, limits: HTTPServerLimits) {
         self.router = router
@@ -39,17 +38,19 @@ final class ServerContext: Sendable {
         headTimeoutNanos = limits.requestHeadTimeout.nanoseconds
     }
 
-    /// Runs the handler off the event loop and hands the response back on `loop`.
+    /// Routes `request`. An answer known at once (immediate route, 404, 405) is returned;
+    /// otherwise the handler runs off the event loop and `completion` gets its response on `loop`.
     func dispatch(_ request: HTTPRequest, on loop: any EventLoop,
-                  completion: @escaping @Sendable (HTTPResponse) -> Void) {
-        _ = inFlightRequests.increment()
-        let router = self.router
-        Task {
-            let response = await router.respond(to: request)
-            loop.execute {
-                completion(response)
-                _ = self.inFlightRequests.decrement()
+                  completion: @escaping @Sendable (HTTPResponse) -> Void) -> HTTPResponse? {
+        switch router.route(request) {
+        case .response(let response):
+            return response
+        case .handler(let handler, let request):
+            Task {
+                let response = await Router.run(handler, request)
+                loop.execute { completion(response) }
             }
+            return nil
         }
     }
 }
