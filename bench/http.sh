@@ -58,6 +58,8 @@ bench() {  # name, flotilla url, nghttpd url, h2load args…
 }
 bench "h2c  -c 50 -m 10" http://127.0.0.1:$FP/healthz http://127.0.0.1:$NP/healthz -c 50 -m 10 -t 1
 bench "h2c  -c 50 -m 1" http://127.0.0.1:$FP/healthz http://127.0.0.1:$NP/healthz -c 50 -m 1 -t 1
+# An async route (every API route is one): the handler runs on Swift's cooperative pool, two hops more.
+bench "h2c  -m 10 async route" http://127.0.0.1:$FP/version http://127.0.0.1:$NP/healthz -c 50 -m 10 -t 1
 bench "TLS  -c 50 -m 10" https://127.0.0.1:$FTP/healthz https://127.0.0.1:$NTP/healthz -c 50 -m 10 -t 1
 bench "TLS  -c 50 -m 1" https://127.0.0.1:$FTP/healthz https://127.0.0.1:$NTP/healthz -c 50 -m 1 -t 1
 

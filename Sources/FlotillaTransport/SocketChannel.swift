@@ -30,6 +30,9 @@ public final class SocketChannel: FDEventHandler, @unchecked Sendable {
     private(set) var handler: (any ChannelHandler)?
     private var tls: TLSSession?
     private var outbound = ByteBuffer()
+    /// TLS only: plaintext gathered during an event and encrypted once at `flush`, so an event's
+    /// many small HTTP/2 frames become a few full TLS records instead of one record each.
+    private var plaintext = ByteBuffer()
     private var connecting: ((Result<Void, any Error>) -> Void)?
     private var writeBlocked = false
     private var closeWhenFlushed = false
@@ -44,7 +47,7 @@ public final class SocketChannel: FDEventHandler, @unchecked Sendable {
     /// The kernel's buffer is full; the write source will call back.
     public var isWriteBlocked: Bool { writeBlocked }
     /// Bytes queued but not yet accepted by the kernel.
-    public var pendingOutboundBytes: Int { outbound.readableCount }
+    public var pendingOutboundBytes: Int { outbound.readableCount + plaintext.readableCount }
 
     init(fd: Int32, loop: any EventLoop, peer: SocketAddress?, tls: TLSSession?, handler: any ChannelHandler) {
         self.fd = fd
@@ -74,14 +77,24 @@ public final class SocketChannel: FDEventHandler, @unchecked Sendable {
 
     // MARK: Output
 
-    /// Queues plaintext; it is encrypted now (if TLS) and sent at the next `flush`.
+    /// Queues plaintext; it is encrypted (if TLS) and sent at the next `flush`.
     public func write(_ bytes: UnsafeRawBufferPointer) {
         guard !isClosed else { return }
-        if let tls {
-            do { try tls.send(bytes) } catch { close(error: error) }
-        } else {
-            outbound.append(bytes)
+        if tls != nil { plaintext.append(bytes) } else { outbound.append(bytes) }
+    }
+
+    private func encryptPending() {
+        guard let tls else { return }
+        if !plaintext.isEmpty {
+            do {
+                try plaintext.withReadableBytes { try tls.send($0) }
+            } catch {
+                close(error: error)
+                return
+            }
+            plaintext.consume(plaintext.readableCount)
         }
+        tls.drain(into: &outbound)
     }
 
     public func write(_ bytes: [UInt8]) {
@@ -91,8 +104,8 @@ public final class SocketChannel: FDEventHandler, @unchecked Sendable {
     /// Sends what is queued with as few syscalls as the kernel allows.
     public func flush() {
         guard !isClosed else { return }
-        tls?.drain(into: &outbound)
-        guard !writeBlocked else { return }
+        encryptPending()
+        guard !isClosed, !writeBlocked else { return }
         while !outbound.isEmpty {
             let sent = outbound.withReadableBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if sent > 0 {
@@ -125,6 +138,7 @@ public final class SocketChannel: FDEventHandler, @unchecked Sendable {
     /// Sends what is queued, then closes.
     public func closeAfterFlush(error: (any Error)? = nil) {
         guard !isClosed else { return }
+        encryptPending()  // close_notify must follow the last response, not precede it
         tls?.shutdown()
         closeWhenFlushed = true
         closeError = error
@@ -138,6 +152,7 @@ public final class SocketChannel: FDEventHandler, @unchecked Sendable {
         isClosed = true
         closeError = error
         outbound.removeAll()
+        plaintext.removeAll()
         if let connecting {
             self.connecting = nil
             connecting(.failure(error ?? SocketError("connect", code: ECONNABORTED)))
