@@ -56,7 +56,10 @@ final class FileBodySource: @unchecked Sendable {
                 let read = bytes
                 loop.execute { [self] in
                     reading = false
-                    guard !closed else { return }
+                    guard !closed else {
+                        Glibc.close(fd)  // close() waited for this read
+                        return
+                    }
                     if let error { return resume(.failure(.bodyReadFailed(error))) }
                     // A file that shrank under us must not leave the stream hanging.
                     guard n > 0 else { return resume(.failure(.bodyReadFailed("file shorter than announced"))) }
@@ -73,8 +76,8 @@ final class FileBodySource: @unchecked Sendable {
     func close() {
         guard !closed else { return }
         closed = true
-        // A read in progress still holds the fd number; closing after it lands would be
-        // cleaner, but pread on a closed fd only fails with EBADF, which is ignored above.
-        Glibc.close(fd)
+        // With a read in flight the fd is closed when it lands: closing now could let the
+        // number be reused by another open() and the pending pread read the wrong file.
+        if !reading { Glibc.close(fd) }
     }
 }

@@ -68,6 +68,12 @@ public final class HTTP2Client: Sendable {
         self.authority = authority
     }
 
+    deinit {
+        // A client dropped without close() must not leak its socket.
+        let connection = self.connection
+        connection.loop.execute { connection.close(nil) }
+    }
+
     /// Connects to `url` ("http://host:port" for h2c with prior knowledge, "https://…" for TLS).
     public static func connect(to url: String, tls: TLSClientConfiguration = .init(),
                                timeout: Duration = .seconds(10),

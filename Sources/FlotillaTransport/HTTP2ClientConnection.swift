@@ -257,13 +257,13 @@ final class HTTP2ClientConnection: ChannelHandler, @unchecked Sendable {
         closeWaiters = []
     }
 
-    func close(_ waiter: CheckedContinuation<Void, Never>) {
+    func close(_ waiter: CheckedContinuation<Void, Never>?) {
         guard let channel else {
-            waiter.resume()
+            waiter?.resume()
             return
         }
         closedReason = closedReason ?? "closed by the client"
-        closeWaiters.append(waiter)
+        if let waiter { closeWaiters.append(waiter) }
         if let session {
             nghttp2_session_terminate_session(session, UInt32(NGHTTP2_NO_ERROR.rawValue))
             _ = channel.drainAndFlush(session: session, maxQueued: .max)

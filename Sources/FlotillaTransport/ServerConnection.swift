@@ -4,6 +4,10 @@
 // knowledge), anything else is HTTP/1.1 (whose parser answers garbage with a 400).
 // TLS: ALPN decides; a client that offered no ALPN is sniffed like plaintext.
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 private let http2Preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
 
 final class ServerConnection: ChannelHandler, @unchecked Sendable {
@@ -163,7 +167,3 @@ final class ConnectionRegistry: @unchecked Sendable {
         for connection in Array(connections.values) { connection.channel.close() }
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#endif

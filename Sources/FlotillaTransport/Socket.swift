@@ -47,11 +47,8 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
     var family: Int32 { Int32(storage.ss_family) }
 
     public var port: Int {
-        withUnsafeBytes(of: storage) { raw in
-            family == AF_INET6
-                ? Int(UInt16(bigEndian: raw.load(fromByteOffset: 2, as: UInt16.self)))
-                : Int(UInt16(bigEndian: raw.load(fromByteOffset: 2, as: UInt16.self)))
-        }
+        // sin_port and sin6_port both sit right after the 2-byte family.
+        withUnsafeBytes(of: storage) { Int(UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self))) }
     }
 
     public var host: String {

@@ -129,3 +129,16 @@ final class HTTP2MultiplexingTests: XCTestCase {
         }
     }
 }
+
+final class HTTP2ClientLifetimeTests: XCTestCase {
+    func testADroppedClientClosesItsConnection() async throws {
+        let server = try TestServer()
+        do {
+            let client = try await HTTP2Client.connect(to: server.url)
+            _ = try await client.get("/healthz")
+            XCTAssertEqual(server.server.openConnectionCount, 1)
+        }  // dropped without close()
+        try await server.waitForNoConnections()
+        await server.stop()
+    }
+}
