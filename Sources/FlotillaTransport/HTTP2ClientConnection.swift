@@ -16,8 +16,7 @@ final class HTTP2ClientConnection: ChannelHandler, @unchecked Sendable {
         var status = 0
         var headers = HTTPHeaders()
         var body: [UInt8] = []
-        var requestBody: [UInt8] = []
-        var requestOffset = 0
+        var requestBody = OutgoingBody()
         var file: FileBodySource?
         var failure: HTTPClientError?
         init(continuation: CheckedContinuation<ClientResponse, any Error>) { self.continuation = continuation }
@@ -116,7 +115,7 @@ final class HTTP2ClientConnection: ChannelHandler, @unchecked Sendable {
         case .none:
             break
         case .bytes(let bytes):
-            stream.requestBody = bytes
+            stream.requestBody = OutgoingBody(bytes)
             fields.append(("content-length", String(bytes.count)))
         case .file(let path):
             do {
@@ -217,16 +216,7 @@ final class HTTP2ClientConnection: ChannelHandler, @unchecked Sendable {
                 sendPending()
             }
         }
-        let count = min(capacity, stream.requestBody.count - stream.requestOffset)
-        stream.requestBody.withUnsafeBytes { raw in
-            UnsafeMutableRawPointer(buffer).copyMemory(from: raw.baseAddress! + stream.requestOffset, byteCount: count)
-        }
-        stream.requestOffset += count
-        if stream.requestOffset == stream.requestBody.count {
-            flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
-            stream.requestBody = []
-        }
-        return count
+        return stream.requestBody.read(into: buffer, capacity: capacity, flags: flags)
     }
 
     // MARK: Channel events

@@ -20,8 +20,7 @@ final class HTTP2ServerHandler: ServerProtocolHandler, @unchecked Sendable {
         var body: [UInt8] = []
         /// Already answered (a handler's response or a transport error); later input is ignored.
         var responded = false
-        var responseBody: [UInt8] = []
-        var responseOffset = 0
+        var responseBody = OutgoingBody()
         init(id: Int32, startedAt: UInt64) {
             self.id = id
             self.startedAt = startedAt
@@ -223,7 +222,7 @@ final class HTTP2ServerHandler: ServerProtocolHandler, @unchecked Sendable {
         fields.append(("date", HTTPDate.now))
         fields.append(("server", "flotilla"))
         let sendsBody = bodyAllowed && stream.method != "HEAD" && !response.body.isEmpty
-        stream.responseBody = sendsBody ? response.body : []
+        stream.responseBody = OutgoingBody(sendsBody ? response.body : [])
         var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: readResponseBody)
         let rc = withNGHTTP2Headers(fields) { nva, count in
             sendsBody ? nghttp2_submit_response(session, stream.id, nva, count, &provider)
@@ -235,16 +234,7 @@ final class HTTP2ServerHandler: ServerProtocolHandler, @unchecked Sendable {
     fileprivate func readBody(_ streamID: Int32, into buffer: UnsafeMutablePointer<UInt8>, capacity: Int,
                               flags: UnsafeMutablePointer<UInt32>) -> Int {
         guard let stream = streams[streamID] else { return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) }
-        let count = min(capacity, stream.responseBody.count - stream.responseOffset)
-        stream.responseBody.withUnsafeBytes { raw in
-            UnsafeMutableRawPointer(buffer).copyMemory(from: raw.baseAddress! + stream.responseOffset, byteCount: count)
-        }
-        stream.responseOffset += count
-        if stream.responseOffset == stream.responseBody.count {
-            flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
-            stream.responseBody = []
-        }
-        return count
+        return stream.responseBody.read(into: buffer, capacity: capacity, flags: flags)
     }
 }
 

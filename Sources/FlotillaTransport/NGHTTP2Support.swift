@@ -74,6 +74,29 @@ struct NGHTTP2Callbacks: @unchecked Sendable {
     }
 }
 
+/// An in-memory body handed to nghttp2 slice by slice (its data source read callback).
+struct OutgoingBody {
+    private var bytes: [UInt8]
+    private var offset = 0
+
+    init(_ bytes: [UInt8] = []) { self.bytes = bytes }
+
+    /// Copies the next slice into `buffer`; flags EOF (and frees the bytes) at the end.
+    mutating func read(into buffer: UnsafeMutablePointer<UInt8>, capacity: Int, flags: UnsafeMutablePointer<UInt32>) -> Int {
+        let count = min(capacity, bytes.count - offset)
+        bytes.withUnsafeBytes { raw in
+            if count > 0 { UnsafeMutableRawPointer(buffer).copyMemory(from: raw.baseAddress! + offset, byteCount: count) }
+        }
+        offset += count
+        if offset == bytes.count {
+            flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+            bytes = []
+            offset = 0
+        }
+        return count
+    }
+}
+
 func stringFrom(_ pointer: UnsafePointer<UInt8>?, _ count: Int) -> String {
     guard let pointer else { return "" }
     return String(decoding: UnsafeBufferPointer(start: pointer, count: count), as: UTF8.self)

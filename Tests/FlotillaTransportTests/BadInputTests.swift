@@ -107,10 +107,9 @@ final class BadInputTests: XCTestCase {
     func testSlowlorisGets408AndIsClosed() throws {
         let socket = try RawSocket(port: server.port)
         socket.send("GET /healthz HTTP/1.1\r\nHost: x\r\n")  // and never the blank line
-        let started = Date()
+        // 408 is the head deadline's answer; the idle timeout (30 s here) would close silently.
         XCTAssertEqual(socket.readResponse()?.status, 408)
         XCTAssertTrue(socket.isClosedByPeer())
-        XCTAssertLessThan(Date().timeIntervalSince(started), 4, "the head deadline should fire, not the idle timeout")
     }
 
     func testStalledHTTP2PrefaceAndHeaderBlockAreClosed() throws {
@@ -182,10 +181,9 @@ final class BadInputTests: XCTestCase {
         let h1 = try RawSocket(port: idle.port)
         let h2 = try RawSocket(port: idle.port)
         h2.send(H2Frame.preface)
-        let started = Date()
+        // Both within the sockets' 5 s receive timeout, far below the 10 s head timeout.
         XCTAssertTrue(h1.isClosedByPeer())
         XCTAssertTrue(H2Frame.parse(h2.readAll()).contains { $0.type == H2Frame.goaway })
-        XCTAssertLessThan(Date().timeIntervalSince(started), 3)
         try await idle.waitForNoConnections()
         await idle.stop()
     }
