@@ -12,10 +12,6 @@ struct ByteBuffer {
         storage.append(contentsOf: bytes)
     }
 
-    mutating func append<S: Sequence>(contentsOf bytes: S) where S.Element == UInt8 {
-        storage.append(contentsOf: bytes)
-    }
-
     /// Lets `fill` write up to `count` bytes straight into the buffer's tail; it returns how many it wrote.
     mutating func appendWithUnsafeSpace(upTo count: Int, _ fill: (UnsafeMutableRawBufferPointer) -> Int) {
         let start = storage.count

@@ -37,7 +37,6 @@ public final class SocketChannel: FDEventHandler, @unchecked Sendable {
     private var writeBlocked = false
     private var closeWhenFlushed = false
     private var closeError: (any Error)?
-    private(set) var isActive = false
     public private(set) var isClosed = false
     /// Monotonic time of the last byte received; the server's idle sweep reads it.
     public private(set) var lastReadAt = monotonicNanos()
@@ -71,7 +70,6 @@ public final class SocketChannel: FDEventHandler, @unchecked Sendable {
     }
 
     private func becomeActive() {
-        isActive = true
         handler?.channelActive(self)
     }
 
@@ -79,6 +77,7 @@ public final class SocketChannel: FDEventHandler, @unchecked Sendable {
 
     /// Queues plaintext; it is encrypted (if TLS) and sent at the next `flush`.
     public func write(_ bytes: UnsafeRawBufferPointer) {
+        loop.assertInLoop()
         guard !isClosed else { return }
         if tls != nil { plaintext.append(bytes) } else { outbound.append(bytes) }
     }
@@ -103,6 +102,7 @@ public final class SocketChannel: FDEventHandler, @unchecked Sendable {
 
     /// Sends what is queued with as few syscalls as the kernel allows.
     public func flush() {
+        loop.assertInLoop()
         guard !isClosed else { return }
         encryptPending()
         guard !isClosed, !writeBlocked else { return }
@@ -148,6 +148,7 @@ public final class SocketChannel: FDEventHandler, @unchecked Sendable {
 
     /// Closes now, dropping anything queued. `channelClosed` follows once the fd is released.
     public func close(error: (any Error)? = nil) {
+        loop.assertInLoop()
         guard !isClosed else { return }
         isClosed = true
         closeError = error

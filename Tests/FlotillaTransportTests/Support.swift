@@ -40,8 +40,9 @@ enum TestRoutes {
 final class ConcurrencyProbe: @unchecked Sendable {
     private let lock = NSLock()
     private var current = 0
-    private(set) var peak = 0
-    func enter() { lock.withLock { current += 1; peak = max(peak, current) } }
+    private var highest = 0
+    var peak: Int { lock.withLock { highest } }
+    func enter() { lock.withLock { current += 1; highest = max(highest, current) } }
     func leave() { lock.withLock { current -= 1 } }
 }
 
