@@ -11,6 +11,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // System libraries, found through pkg-config; scripts/setup installs the apt providers.
@@ -27,11 +29,19 @@ let package = Package(
                 // Every connection's state is confined to one serial queue, so the runtime's
                 // exclusivity checks only cost time here (~3% of a request in the profile).
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]),
+        // PostgreSQL through libpq: queries, pool, migrations, the embedded cluster.
+        .target(name: "FlotillaStore", dependencies: [
+            "CLibpq", "COpenSSL", .product(name: "Logging", package: "swift-log"),
+        ]),
         // The routes. Knows fleets, nothing about sockets.
-        .target(name: "FlotillaAPI", dependencies: ["FlotillaCore", "FlotillaTransport"]),
+        .target(name: "FlotillaAPI", dependencies: [
+            "FlotillaCore", "FlotillaTransport", "FlotillaStore", "COpenSSL",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
 
         .executableTarget(name: "FlotillaServer", dependencies: [
-            "FlotillaAPI", "FlotillaTransport",
+            "FlotillaAPI", "FlotillaTransport", "FlotillaStore",
+            .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "FlotillaAgent", dependencies: [
@@ -43,7 +53,13 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
-        .testTarget(name: "FlotillaTransportTests", dependencies: ["FlotillaTransport", "FlotillaAPI", "CNghttp2"]),
+        // Helpers shared by the test targets (raw sockets, processes, certificates).
+        .target(name: "FlotillaTestSupport", dependencies: ["FlotillaTransport"], path: "Tests/FlotillaTestSupport"),
+        .testTarget(name: "FlotillaTransportTests", dependencies: ["FlotillaTransport", "FlotillaAPI", "CNghttp2", "FlotillaTestSupport"]),
+        .testTarget(name: "FlotillaServerTests", dependencies: [
+            "FlotillaStore", "FlotillaAPI", "FlotillaTransport", "FlotillaTestSupport",
+            .product(name: "Yams", package: "Yams"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

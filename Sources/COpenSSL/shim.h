@@ -3,3 +3,5 @@
 #include <openssl/bio.h>
 #include <openssl/x509.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>

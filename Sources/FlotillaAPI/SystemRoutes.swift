@@ -5,10 +5,12 @@ import FlotillaCore
 import FlotillaTransport
 
 public enum FlotillaAPI {
-    /// The router for everything the server serves.
-    public static func makeRouter() -> Router {
+    /// The router for everything the server serves: the probes, plus the management API
+    /// when a database is attached.
+    public static func makeRouter(management: ManagementAPI? = nil) -> Router {
         var router = Router()
         registerSystemRoutes(on: &router)
+        management?.register(on: &router)
         return router
     }
 

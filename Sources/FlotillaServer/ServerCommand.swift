@@ -1,10 +1,13 @@
-// `flotilla-server`: parses its flags, starts the HTTP server, prints one
-// `listening on …` line for scripts and tests, and shuts down gracefully on SIGTERM/SIGINT.
+// `flotilla-server`: opens (or starts) the database, migrates it, starts the HTTP server,
+// prints one `listening on …` line for scripts and tests (after any start-up lines), and
+// shuts down gracefully on SIGTERM/SIGINT, the embedded database included.
 
 import ArgumentParser
 import FlotillaAPI
 import FlotillaCore
+import FlotillaStore
 import FlotillaTransport
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,7 +17,18 @@ struct ServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flotilla-server",
         abstract: "Flotilla: fleet device management for over-the-air update flows.",
-        version: FlotillaVersion.current)
+        discussion: """
+            With no DATABASE_URL, the server creates and runs its own PostgreSQL cluster under \
+            --data-dir (default ./.flotilla) and stops it on exit. On first start it prints an \
+            admin API token and saves it to <data-dir>/admin-token.
+            """,
+        version: FlotillaVersion.current,
+        subcommands: [Serve.self, Migrate.self],
+        defaultSubcommand: Serve.self)
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the server (the default).")
 
     @Option(help: "HOST:PORT to listen on; port 0 picks a free port. Env: FLOTILLA_LISTEN. Default 0.0.0.0:8080.")
     var listen: String?
@@ -46,18 +60,30 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Event loops (default: one per core).")
     var loops = EventLoopGroup.defaultLoopCount
 
+    @Option(help: "Request log level: trace, debug, info, notice, warning, error, critical. Env: FLOTILLA_LOG_LEVEL.")
+    var logLevel: String?
+
+    @OptionGroup var database: DatabaseOptions
+
     func validate() throws {
         guard (tlsCert == nil) == (tlsKey == nil) else {
             throw ValidationError("--tls-cert and --tls-key go together")
         }
         _ = try ListenAddress(parsing: listenSpec)
+        _ = try parseLogLevel(logLevel ?? environment("FLOTILLA_LOG_LEVEL") ?? "info")
     }
 
     private var listenSpec: String {
-        listen ?? getenv("FLOTILLA_LISTEN").map { String(cString: $0) } ?? "0.0.0.0:8080"
+        listen ?? environment("FLOTILLA_LISTEN") ?? "0.0.0.0:8080"
     }
 
     func run() async throws {
+        let level = try parseLogLevel(logLevel ?? environment("FLOTILLA_LOG_LEVEL") ?? "info")
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
         let address = try ListenAddress(parsing: listenSpec)
         var limits = HTTPServerLimits()
         limits.maxBodyBytes = maxBodyBytes
@@ -66,25 +92,66 @@ struct ServerCommand: AsyncParsableCommand {
         limits.idleTimeout = .milliseconds(Int(idleTimeout * 1000))
         limits.requestHeadTimeout = .milliseconds(Int(headerTimeout * 1000))
         let tls = tlsCert.map { TLSServerConfiguration(certificatePath: $0, privateKeyPath: tlsKey!) }
+        // Installed first: a SIGTERM during start-up must still stop the embedded database.
         let signals = SignalWaiter(signals: [SIGTERM, SIGINT])
 
+        let opened: OpenDatabase
+        do {
+            opened = try database.open(log: say)
+        } catch {
+            throw ValidationError("cannot start: \(error)")
+        }
+        let pool = PGPool(.init(connection: opened.options, size: database.dbPoolSize))
         let server: HTTPServer
         do {
+            try opened.bootstrapAdminToken(dataDir: database.resolvedDataDir, log: say)
+            let management = ManagementAPI(db: pool, logger: Logger(label: "flotilla.http"))
             server = try HTTPServer(
                 configuration: .init(host: address.host, port: address.port, tls: tls, limits: limits, loopCount: loops),
-                router: FlotillaAPI.makeRouter())
+                router: FlotillaAPI.makeRouter(management: management))
             let bound = try server.start()
             say("listening on \(server.scheme)://\(bound)")
         } catch {
             // A clear one-line reason (port in use, unreadable key…), not a stack trace.
+            pool.close()
+            opened.cluster?.stop()
             throw ValidationError("cannot start: \(error)")
         }
 
         let signal = await signals.next()
         say("received \(signal == SIGTERM ? "SIGTERM" : "SIGINT"), finishing in-flight requests")
         await server.shutdown(gracePeriod: .milliseconds(Int(shutdownGrace * 1000)))
+        pool.close()
+        if let cluster = opened.cluster {
+            cluster.stop()
+            say("stopped the embedded PostgreSQL")
+        }
         say("stopped")
     }
+}
+
+struct Migrate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Apply pending database migrations, then exit.")
+
+    @OptionGroup var database: DatabaseOptions
+
+    func run() throws {
+        let opened: OpenDatabase
+        do {
+            opened = try database.open(log: say)
+        } catch {
+            throw ValidationError("migration failed: \(error)")
+        }
+        opened.cluster?.stop()
+        say("migrations are up to date")
+    }
+}
+
+func parseLogLevel(_ text: String) throws -> Logger.Level {
+    guard let level = Logger.Level(rawValue: text.lowercased()) else {
+        throw ValidationError("unknown log level '\(text)'; use trace, debug, info, notice, warning, error or critical")
+    }
+    return level
 }
 
 struct ListenAddress {

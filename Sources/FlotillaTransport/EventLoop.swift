@@ -80,7 +80,7 @@ public final class EventLoopGroup: Sendable {
 
 /// The monotonic clock in nanoseconds. Protocol code takes "now" from here, never from the wall clock.
 @inline(__always)
-func monotonicNanos() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+public func monotonicNanos() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
 extension Duration {
     var nanoseconds: UInt64 {

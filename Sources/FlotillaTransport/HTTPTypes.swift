@@ -96,9 +96,12 @@ public struct HTTPResponse: Sendable {
         return HTTPResponse(status: status, headers: headers, body: Array(text.utf8))
     }
 
-    /// The one error shape of the whole product: `{"error":{"code":"…","message":"…"}}`.
-    public static func error(_ status: Int, code: String, message: String, headers: HTTPHeaders = [:]) -> HTTPResponse {
-        json(status, #"{"error":{"code":"\#(jsonEscape(code))","message":"\#(jsonEscape(message))"}}"#, headers: headers)
+    /// The one error shape of the whole product: `{"error":{"code":"…","message":"…","details":…}}`;
+    /// `details` (serialized JSON) is present only when given.
+    public static func error(_ status: Int, code: String, message: String, headers: HTTPHeaders = [:],
+                             details: String? = nil) -> HTTPResponse {
+        let extra = details.map { #","details":"# + $0 } ?? ""
+        return json(status, #"{"error":{"code":"\#(jsonEscape(code))","message":"\#(jsonEscape(message))"\#(extra)}}"#, headers: headers)
     }
 }
 
@@ -108,19 +111,26 @@ public struct HTTPError: Error, Sendable {
     public var code: String
     public var message: String
     public var headers: HTTPHeaders
+    /// Serialized JSON for the error's `details` member (per-field problems), if any.
+    public var details: String?
 
-    public init(_ status: Int, code: String, message: String, headers: HTTPHeaders = [:]) {
+    public init(_ status: Int, code: String, message: String, headers: HTTPHeaders = [:], details: String? = nil) {
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers
+        self.details = details
     }
 
-    public var response: HTTPResponse { .error(status, code: code, message: message, headers: headers) }
+    public var response: HTTPResponse { .error(status, code: code, message: message, headers: headers, details: details) }
 }
 
 /// Escapes a string for inclusion between JSON quotes.
 public func jsonEscape(_ text: String) -> String {
+    // Most text (names, ids, timestamps) needs no escaping: answer without copying.
+    guard text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else {
+        return text
+    }
     var out = ""
     out.reserveCapacity(text.utf8.count)
     for scalar in text.unicodeScalars {

@@ -9,7 +9,7 @@ public struct SocketError: Error, CustomStringConvertible, Sendable {
     public let call: String
     public let code: Int32
     public var description: String { "\(call): \(String(cString: strerror(code)))" }
-    init(_ call: String, code: Int32 = errno) {
+    public init(_ call: String, code: Int32 = errno) {
         self.call = call
         self.code = code
     }

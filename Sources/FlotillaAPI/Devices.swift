@@ -1,0 +1,184 @@
+// Devices: register (returns the device token once), get, list with filters and keyset
+// pagination, update labels and attributes, delete.
+//
+// `{device}` in a path is a device id or a device name. Deleting is a hard delete: the
+// row, its memberships and its token go; the name can be registered again.
+// Updates bump `version` and honour `If-Match: "<version>"` (412 when it moved on).
+
+import FlotillaStore
+import FlotillaTransport
+
+extension ManagementAPI {
+    /// Every device response has this shape (see openapi/management.yaml#Device).
+    static let deviceColumns = """
+        d.id::text, d.name, d.labels, d.attributes, d.created_at, d.updated_at, d.last_seen_at, d.version,
+        coalesce((SELECT jsonb_object_agg(i.app, i.version) FROM installed_versions i WHERE i.device_id = d.id), '{}'),
+        coalesce((SELECT jsonb_agg(g.name ORDER BY g.name) FROM group_members m JOIN groups g ON g.id = m.group_id
+                  WHERE m.device_id = d.id), '[]')
+        """
+
+    static func deviceJSON(_ row: PGRow) throws -> JSON {
+        let (id, name, labels, attributes, created, updated, seen, version, installed, groups) = try row.decode(
+            String.self, String.self, JSONText.self, JSONText.self, Timestamp.self, Timestamp.self, Timestamp?.self,
+            Int.self, JSONText.self, JSONText.self)
+        return .object([
+            "id": .string(id), "name": .string(name), "labels": .raw(labels.text), "attributes": .raw(attributes.text),
+            "created_at": .string(created.rfc3339), "updated_at": .string(updated.rfc3339),
+            "last_seen_at": seen.map { .string($0.rfc3339) } ?? .null, "version": .int(version),
+            "installed": .raw(installed.text), "groups": .raw(groups.text),
+        ])
+    }
+
+    /// `d.id = …` for an id, `d.name = …` for a name.
+    static func deviceMatch(_ ident: String) -> SQL {
+        isUUID(ident) ? "d.id = \(ident)::uuid" : "d.name = \(ident)"
+    }
+
+    func registerDeviceRoutes(on router: inout Router) {
+        route(&router, "POST", "/api/v1/devices", role: .admin) { request, _ in
+            var body = try BodyReader(request)
+            let name = body.validName("name", required: true)
+            let labels = body.labels("labels") ?? [:]
+            let attributes = body.attributes("attributes")
+            let groups = body.stringArray("groups") ?? []
+            try body.finish()
+            let token = Secrets.newToken(prefix: "flt_d_")
+            let labelsJSON = JSON.object(labels.mapValues(JSON.string)).serialized
+            let row = try await db.withConnection { [name] conn -> PGRow in
+                if !groups.isEmpty {
+                    let missing = try conn.query("""
+                        SELECT n.name FROM unnest(\(PGTextArray(groups))::text[]) WITH ORDINALITY AS n(name, i)
+                        WHERE NOT EXISTS (SELECT 1 FROM groups g WHERE g.name = n.name) ORDER BY n.i
+                        """).map { try $0.decode(String.self) }
+                    if !missing.isEmpty {
+                        throw APIError.invalid(missing.map { Problem(field: "groups", message: "no group named '\($0)'") })
+                    }
+                }
+                // Insert, join the groups and read the result back in one round trip (one
+                // implicit transaction): 1 round trip instead of BEGIN + 3 + COMMIT.
+                return try conflictOnDuplicate("a device named '\(name!)' exists already") {
+                    try conn.pipeline([
+                        """
+                        INSERT INTO devices (name, labels, attributes, token_hash)
+                        VALUES (\(name!), \(JSONText(labelsJSON))::jsonb, \(JSONText(attributes ?? "{}"))::jsonb,
+                                \(Bytea(Secrets.sha256(token.utf8))))
+                        """,
+                        """
+                        INSERT INTO group_members (group_id, device_id)
+                        SELECT g.id, d.id FROM groups g, devices d
+                        WHERE g.name = ANY(\(PGTextArray(groups))::text[]) AND d.name = \(name!)
+                        """,
+                        "SELECT \(unsafe: Self.deviceColumns) FROM devices d WHERE d.name = \(name!)",
+                    ])[2][0]
+                }
+            }
+            return .json(201, JSON.object(["device": try Self.deviceJSON(row), "device_token": .string(token)]).serialized)
+        }
+
+        route(&router, "GET", "/api/v1/devices", role: .viewer) { request, _ in
+            var query = try QueryReader(request, allowed: ["group", "selector", "name_prefix", "last_seen_before",
+                                                           "last_seen_after", "limit", "cursor"])
+            var filters: [SQL] = []
+            if let group = query["group"] {
+                filters.append("""
+                    EXISTS (SELECT 1 FROM group_members m JOIN groups g ON g.id = m.group_id
+                            WHERE m.device_id = d.id AND g.name = \(group))
+                    """)
+            }
+            if let text = query["selector"], let selector = query.labelSelector(text) {
+                filters.append("d.labels @> \(JSONText(JSON.object(selector.mapValues(JSON.string)).serialized))::jsonb")
+            }
+            if let prefix = query["name_prefix"] { filters.append("starts_with(d.name, \(prefix))") }
+            if let before = query.timestamp("last_seen_before") { filters.append("d.last_seen_at < \(before)") }
+            if let after = query.timestamp("last_seen_after") { filters.append("d.last_seen_at > \(after)") }
+            let limit = query.limit()
+            if let cursor = query.cursor() { filters.append("d.name > \(cursor)") }
+            try query.finish()
+            let group = query["group"]
+            let condition = filters.isEmpty ? SQL("true") : SQL.join(filters, separator: " AND ")
+            let rows = try await db.withConnection { conn in
+                if let group, try conn.query("SELECT 1 FROM groups WHERE name = \(group)").isEmpty {
+                    throw APIError.invalid("group", "no group named '\(group)'")
+                }
+                return try conn.query("""
+                    SELECT \(unsafe: Self.deviceColumns) FROM devices d WHERE \(condition)
+                    ORDER BY d.name LIMIT \(limit + 1)
+                    """)
+            }
+            let items = try rows.map(Self.deviceJSON)
+            return page(items, limit: limit) { try! rows[$0].decode(String.self, column: "name") }
+        }
+
+        route(&router, "GET", "/api/v1/devices/{device}", role: .viewer) { request, _ in
+            let ident = request.pathParameters["device"]!
+            let row = try await db.withConnection { conn in
+                try conn.query("SELECT \(unsafe: Self.deviceColumns) FROM devices d WHERE \(Self.deviceMatch(ident))").first
+            }
+            guard let row else { throw APIError.notFound("no device '\(ident)'") }
+            return .json(200, try Self.deviceJSON(row).serialized, headers: ["etag": "\"\(try row.decode(Int.self, column: "version"))\""])
+        }
+
+        route(&router, "PATCH", "/api/v1/devices/{device}", role: .admin) { request, _ in
+            let ident = request.pathParameters["device"]!
+            var body = try BodyReader(request)
+            let labelPatch = body.labelPatch("labels")
+            let attributes = body.attributes("attributes")
+            try body.finish()
+            let expected = try ifMatchVersion(request)
+            let set = labelPatch.map { JSON.object($0.set.mapValues(JSON.string)).serialized }
+            let remove = labelPatch.map { PGTextArray($0.remove) }
+            let results = try await db.withConnection { conn in
+                try conn.pipeline([
+                    """
+                    UPDATE devices d SET
+                        labels = CASE WHEN \(set)::jsonb IS NULL THEN labels ELSE (labels || \(set)::jsonb) - \(remove)::text[] END,
+                        attributes = coalesce(\(attributes)::jsonb, attributes),
+                        updated_at = now(), version = version + 1
+                    WHERE \(Self.deviceMatch(ident)) AND (\(expected)::bigint IS NULL OR version = \(expected)::bigint)
+                    """,
+                    "SELECT \(unsafe: Self.deviceColumns) FROM devices d WHERE \(Self.deviceMatch(ident))",
+                ])
+            }
+            guard let row = results[1].first else { throw APIError.notFound("no device '\(ident)'") }
+            guard results[0].affectedRows == 1 else {
+                throw HTTPError(412, code: "version_mismatch",
+                                message: "the device changed since version \(expected!); fetch it again and retry")
+            }
+            return .json(200, try Self.deviceJSON(row).serialized, headers: ["etag": "\"\(try row.decode(Int.self, column: "version"))\""])
+        }
+
+        route(&router, "DELETE", "/api/v1/devices/{device}", role: .admin) { request, _ in
+            let ident = request.pathParameters["device"]!
+            let deleted = try await db.withConnection { conn in
+                try conn.query("DELETE FROM devices d WHERE \(Self.deviceMatch(ident))").affectedRows
+            }
+            guard deleted == 1 else { throw APIError.notFound("no device '\(ident)'") }
+            return HTTPResponse(status: 204)
+        }
+
+        route(&router, "GET", "/api/v1/devices/{device}/groups", role: .viewer) { request, _ in
+            let ident = request.pathParameters["device"]!
+            let (exists, rows) = try await db.withConnection { conn in
+                (try !conn.query("SELECT 1 FROM devices d WHERE \(Self.deviceMatch(ident))").isEmpty,
+                 try conn.query("""
+                    SELECT \(unsafe: Self.groupColumns) FROM groups g
+                    WHERE g.id IN (SELECT m.group_id FROM group_members m JOIN devices d ON d.id = m.device_id
+                                   WHERE \(Self.deviceMatch(ident)))
+                    ORDER BY g.name
+                    """))
+            }
+            guard exists else { throw APIError.notFound("no device '\(ident)'") }
+            return .json(200, JSON.object(["items": .array(try rows.map(Self.groupJSON))]).serialized)
+        }
+    }
+}
+
+/// `If-Match: "7"` → 7; absent → nil; anything else → 400.
+func ifMatchVersion(_ request: HTTPRequest) throws -> Int? {
+    guard let header = request.headers["if-match"] else { return nil }
+    let text = header.hasPrefix("\"") && header.hasSuffix("\"") && header.count >= 2 ? String(header.dropFirst().dropLast()) : header
+    guard let version = Int(text), version > 0 else {
+        throw HTTPError(400, code: "bad_if_match", message: "If-Match must be a version ETag such as \"3\"")
+    }
+    return version
+}

@@ -1,0 +1,173 @@
+// Reading what a client sent: JSON bodies, query parameters, cursors, and the errors
+// that say exactly what was wrong.
+//
+//   malformed JSON          → 400 malformed_json, with line and column
+//   a field we do not know  → 400 unknown_field (a typo must not be silently ignored)
+//   wrong type or value     → 422 invalid, details: [{"field": "labels.site", "message": "…"}]
+//
+// Readers collect every problem before failing, so one round trip shows them all.
+
+import FlotillaStore
+import FlotillaTransport
+
+struct Problem: Sendable {
+    var field: String
+    var message: String
+}
+
+enum APIError {
+    static func invalid(_ problems: [Problem]) -> HTTPError {
+        let details = JSON.array(problems.map { .object(["field": .string($0.field), "message": .string($0.message)]) })
+        let summary = problems.count == 1 ? "\(problems[0].field): \(problems[0].message)" : "\(problems.count) fields are invalid"
+        return HTTPError(422, code: "invalid", message: summary, details: details.serialized)
+    }
+
+    static func invalid(_ field: String, _ message: String) -> HTTPError { invalid([Problem(field: field, message: message)]) }
+
+    static func notFound(_ what: String) -> HTTPError { HTTPError(404, code: "not_found", message: what) }
+
+    static func conflict(_ message: String) -> HTTPError { HTTPError(409, code: "conflict", message: message) }
+}
+
+/// The fields of a JSON object body, read one by one; `finish()` reports what was wrong.
+struct BodyReader {
+    private let members: [String: JSON]
+    private var used: Set<String> = []
+    private(set) var problems: [Problem] = []
+
+    init(_ request: HTTPRequest) throws {
+        guard !request.body.isEmpty else {
+            throw HTTPError(400, code: "missing_body", message: "this request needs a JSON object body")
+        }
+        let value: JSON
+        do {
+            value = try JSON.parse(request.body)
+        } catch let error as JSON.ParseError {
+            throw HTTPError(400, code: "malformed_json", message: "malformed JSON: \(error.description)",
+                            details: JSON.object(["line": .int(error.line), "column": .int(error.column)]).serialized)
+        }
+        guard let members = value.objectValue else {
+            throw APIError.invalid("(body)", "must be a JSON object, got \(value.kindName)")
+        }
+        self.members = members
+    }
+
+    func has(_ key: String) -> Bool { members[key] != nil }
+
+    mutating func problem(_ field: String, _ message: String) {
+        problems.append(Problem(field: field, message: message))
+    }
+
+    /// The raw value; records the key as known.
+    mutating func value(_ key: String, required: Bool) -> JSON? {
+        used.insert(key)
+        guard let value = members[key], value != .null else {
+            if required { problem(key, "is required") }
+            return nil
+        }
+        return value
+    }
+
+    mutating func string(_ key: String, required: Bool = false) -> String? {
+        guard let value = value(key, required: required) else { return nil }
+        guard let text = value.stringValue else { problem(key, "must be a string, got \(value.kindName)"); return nil }
+        return text
+    }
+
+    mutating func object(_ key: String, required: Bool = false) -> [String: JSON]? {
+        guard let value = value(key, required: required) else { return nil }
+        guard let object = value.objectValue else { problem(key, "must be an object, got \(value.kindName)"); return nil }
+        return object
+    }
+
+    mutating func stringArray(_ key: String, required: Bool = false, maxCount: Int = 1000) -> [String]? {
+        guard let value = value(key, required: required) else { return nil }
+        guard let items = value.arrayValue else { problem(key, "must be an array of strings, got \(value.kindName)"); return nil }
+        guard items.count <= maxCount else { problem(key, "has \(items.count) entries; at most \(maxCount) per request"); return nil }
+        var strings: [String] = []
+        for (index, item) in items.enumerated() {
+            guard let text = item.stringValue else { problem("\(key)[\(index)]", "must be a string, got \(item.kindName)"); continue }
+            strings.append(text)
+        }
+        return strings.count == items.count ? strings : nil
+    }
+
+    /// Throws 400 for unknown fields, then 422 for every problem recorded.
+    func finish() throws {
+        let unknown = members.keys.filter { !used.contains($0) }.sorted()
+        if !unknown.isEmpty {
+            throw HTTPError(400, code: "unknown_field",
+                            message: "unknown field\(unknown.count > 1 ? "s" : "") \(unknown.map { "'\($0)'" }.joined(separator: ", ")); known: \(used.sorted().joined(separator: ", "))",
+                            details: JSON.array(unknown.map { .string($0) }).serialized)
+        }
+        if !problems.isEmpty { throw APIError.invalid(problems) }
+    }
+}
+
+/// Query parameters with the same rules: unknown names are refused (400), bad values are 422.
+struct QueryReader {
+    private let parameters: [String: String]
+    private(set) var problems: [Problem] = []
+
+    init(_ request: HTTPRequest, allowed: Set<String>) throws {
+        parameters = request.queryParameters
+        let unknown = parameters.keys.filter { !allowed.contains($0) }.sorted()
+        if !unknown.isEmpty {
+            throw HTTPError(400, code: "unknown_parameter",
+                            message: "unknown query parameter\(unknown.count > 1 ? "s" : "") \(unknown.joined(separator: ", ")); known: \(allowed.sorted().joined(separator: ", "))")
+        }
+    }
+
+    subscript(name: String) -> String? { parameters[name].flatMap { $0.isEmpty ? nil : $0 } }
+
+    mutating func problem(_ field: String, _ message: String) { problems.append(Problem(field: field, message: message)) }
+
+    mutating func timestamp(_ name: String) -> Timestamp? {
+        guard let text = self[name] else { return nil }
+        guard let value = Timestamp(parsing: text) else {
+            problem(name, "must be an RFC 3339 time such as 2026-11-21T16:04:05Z")
+            return nil
+        }
+        return value
+    }
+
+    /// `limit`: 1…500, default 50.
+    mutating func limit() -> Int {
+        guard let text = self["limit"] else { return 50 }
+        guard let value = Int(text), (1...500).contains(value) else {
+            problem("limit", "must be an integer from 1 to 500")
+            return 50
+        }
+        return value
+    }
+
+    /// The opaque keyset cursor a previous page returned.
+    mutating func cursor() -> String? {
+        guard let text = self["cursor"] else { return nil }
+        guard let key = Cursor.decode(text) else { problem("cursor", "is not a cursor this server returned"); return nil }
+        return key
+    }
+
+    func finish() throws {
+        if !problems.isEmpty { throw APIError.invalid(problems) }
+    }
+}
+
+/// Keyset pagination: a page ends at a sort key (a name, unique), and the next page starts
+/// strictly after it. Rows inserted meanwhile never shift a page or repeat a row. The
+/// cursor is opaque to clients (versioned base64url) so the key can change later.
+enum Cursor {
+    static func encode(_ key: String) -> String { Secrets.base64URL(Array(("v1:" + key).utf8)) }
+
+    static func decode(_ text: String) -> String? {
+        guard let bytes = Secrets.decodeBase64URL(text), let value = String(validating: bytes, as: UTF8.self),
+              value.hasPrefix("v1:") else { return nil }
+        return String(value.dropFirst(3))
+    }
+}
+
+/// A page of items plus where the next one starts.
+func page(_ items: [JSON], limit: Int, key: (Int) -> String) -> HTTPResponse {
+    let next: JSON = items.count > limit ? .string(Cursor.encode(key(limit - 1))) : .null
+    return .json(200, JSON.object(["items": .array(Array(items.prefix(limit))), "next_cursor": next]).serialized)
+}

@@ -1,0 +1,101 @@
+// The management API (`/api/v1/…`): what pipelines, operators and the CLI call.
+//
+// Every route goes through `route(…)`, the one place that
+//   1. gives the request an id (the client's `X-Request-ID` when it is sane),
+//   2. authenticates the bearer token and checks its role (401 / 403),
+//   3. runs the handler and turns database trouble into 503 + Retry-After,
+//   4. logs one structured line: request id, method, path, status, duration, token id.
+// Handlers see an authenticated `Caller` and a pool; they know nothing about sockets.
+
+import FlotillaStore
+import FlotillaTransport
+import Logging
+
+public struct ManagementAPI: Sendable {
+    let db: PGPool
+    let logger: Logger
+
+    public init(db: PGPool, logger: Logger) {
+        self.db = db
+        self.logger = logger
+    }
+
+    public func register(on router: inout Router) {
+        registerTokenRoutes(on: &router)
+        registerDeviceRoutes(on: &router)
+        registerGroupRoutes(on: &router)
+    }
+
+    typealias Handler = @Sendable (HTTPRequest, Caller) async throws -> HTTPResponse
+
+    /// Registers `handler` behind authentication, error mapping and the request log.
+    func route(_ router: inout Router, _ method: String, _ pattern: String, role: Role, _ handler: @escaping Handler) {
+        router.add(method, pattern) { [self] request in
+            let started = monotonicNanos()
+            let requestID = Self.requestID(from: request)
+            var caller: Caller?
+            var response: HTTPResponse
+            do {
+                let authenticated = try await authenticate(request)
+                caller = authenticated
+                guard authenticated.role.allows(role) else {
+                    throw HTTPError(403, code: "forbidden", message: "this needs a token with the \(role.rawValue) role; yours is \(authenticated.role.rawValue)")
+                }
+                response = try await handler(request, authenticated)
+            } catch let error as HTTPError {
+                response = error.response
+            } catch let error as PGError where error.isUnavailable || error.isTimeout {
+                logger.warning("database unavailable", metadata: ["request_id": .string(requestID), "error": .string(error.description)])
+                response = .error(503, code: "database_unavailable",
+                                  message: "the database is not reachable right now; retry shortly",
+                                  headers: ["retry-after": "1"])
+            } catch {
+                // Never leak SQL or internals to the client; the log has them.
+                logger.error("request failed", metadata: ["request_id": .string(requestID), "error": .string(String(describing: error))])
+                response = .error(500, code: "internal", message: "internal server error (request id \(requestID))")
+            }
+            response.headers.set("x-request-id", requestID)
+            let elapsed = Double(monotonicNanos() - started) / 1_000_000
+            logger.info("request", metadata: [
+                "request_id": .string(requestID), "method": .string(request.method), "path": .string(request.path),
+                "status": .stringConvertible(response.status), "duration_ms": .string(formatMillis(elapsed)),
+                "token": .string(caller?.tokenID ?? "-"),
+            ])
+            return response
+        }
+    }
+
+    /// The client's id if it is short and plain (safe to log and echo), else a fresh one.
+    static func requestID(from request: HTTPRequest) -> String {
+        if let given = request.headers["x-request-id"], (1...64).contains(given.utf8.count),
+           given.utf8.allSatisfy({ isIDByte($0) }) {
+            return given
+        }
+        return hexString(Secrets.randomBytes(8))
+    }
+
+    static func isIDByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+             UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."):
+            true
+        default:
+            false
+        }
+    }
+}
+
+private func formatMillis(_ value: Double) -> String {
+    let hundredths = Int((value * 100).rounded())
+    let fraction = hundredths % 100
+    return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
+}
+
+/// Maps the constraint a unique violation names to a 409 message, or rethrows.
+func conflictOnDuplicate<T>(_ message: @autoclosure () -> String, _ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as PGError where error.isUniqueViolation {
+        throw APIError.conflict(message())
+    }
+}

@@ -1,0 +1,150 @@
+// API tokens: who may call the management API, and with which role.
+//
+// A token's secret is `flt_a_` + 32 random bytes (base64url). Only its SHA-256 is stored;
+// a presented secret is hashed, looked up by hash, and the stored hash compared again in
+// constant time. There is no cache: a revoked token is refused by the very next request,
+// on every replica, because every request asks PostgreSQL.
+//
+// Roles: `viewer` may read; `admin` may do everything.
+
+import FlotillaStore
+import FlotillaTransport
+
+enum Role: String, Sendable, CaseIterable {
+    case viewer, admin
+
+    func allows(_ needed: Role) -> Bool {
+        switch (self, needed) {
+        case (.admin, _), (.viewer, .viewer): true
+        case (.viewer, .admin): false
+        }
+    }
+}
+
+struct Caller: Sendable {
+    let tokenID: String
+    let role: Role
+}
+
+extension ManagementAPI {
+    func authenticate(_ request: HTTPRequest) async throws -> Caller {
+        guard let header = request.headers["authorization"] else {
+            throw HTTPError(401, code: "unauthorized", message: "send an API token: Authorization: Bearer <token>",
+                            headers: ["www-authenticate": "Bearer"])
+        }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer", !parts[1].isEmpty, parts[1].utf8.count <= 256 else {
+            throw HTTPError(401, code: "unauthorized", message: "the Authorization header must be 'Bearer <token>'",
+                            headers: ["www-authenticate": "Bearer"])
+        }
+        let hash = Secrets.sha256(parts[1].utf8)
+        let found = try await db.withConnection { conn in
+            try conn.query("""
+                SELECT id::text, role, secret_hash FROM api_tokens
+                WHERE secret_hash = \(Bytea(hash)) AND revoked_at IS NULL
+                """).first.map { try $0.decode(String.self, String.self, Bytea.self) }
+        }
+        guard let (id, roleName, stored) = found, Secrets.constantTimeEquals(stored.bytes, hash),
+              let role = Role(rawValue: roleName) else {
+            throw HTTPError(401, code: "invalid_token", message: "the API token is unknown or revoked",
+                            headers: ["www-authenticate": #"Bearer error="invalid_token""#])
+        }
+        return Caller(tokenID: id, role: role)
+    }
+
+    func registerTokenRoutes(on router: inout Router) {
+        route(&router, "POST", "/api/v1/tokens", role: .admin) { request, _ in
+            var body = try BodyReader(request)
+            let name = body.string("name", required: true)
+            if let name, !(1...100).contains(name.count) { body.problem("name", "must be 1 to 100 characters") }
+            let roleName = body.string("role", required: true)
+            let role = roleName.flatMap(Role.init(rawValue:))
+            if roleName != nil, role == nil {
+                body.problem("role", "must be one of \(Role.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            try body.finish()
+            let secret = Secrets.newToken(prefix: "flt_a_")
+            let row = try await db.withConnection { [name, role] conn in
+                try conn.query("""
+                    INSERT INTO api_tokens (name, role, secret_hash)
+                    VALUES (\(name!), \(role!.rawValue), \(Bytea(Secrets.sha256(secret.utf8))))
+                    RETURNING \(unsafe: Self.tokenColumns)
+                    """)[0]
+            }
+            return .json(201, JSON.object(["token": try Self.tokenJSON(row), "secret": .string(secret)]).serialized)
+        }
+
+        route(&router, "GET", "/api/v1/tokens", role: .admin) { request, _ in
+            try QueryReader(request, allowed: []).finish()
+            let rows = try await db.withConnection { conn in
+                try conn.query("SELECT \(unsafe: Self.tokenColumns) FROM api_tokens ORDER BY created_at, id")
+            }
+            return .json(200, JSON.object(["items": .array(try rows.map(Self.tokenJSON))]).serialized)
+        }
+
+        // Revoking is an event, not a state write; repeating it changes nothing.
+        route(&router, "POST", "/api/v1/tokens/{id}/revoke", role: .admin) { request, _ in
+            let id = request.pathParameters["id"]!
+            guard isUUID(id) else { throw APIError.notFound("no token with id \(id)") }
+            let row = try await db.transaction { conn -> PGRow? in
+                // Serialize revocations so two concurrent ones cannot both pass the last-admin check.
+                try conn.query("SELECT pg_advisory_xact_lock(\(Self.tokenLockKey))")
+                guard let token = try conn.query("SELECT role, revoked_at FROM api_tokens WHERE id = \(id)::uuid").first else {
+                    return nil
+                }
+                let (role, revokedAt) = try token.decode(String.self, Timestamp?.self)
+                if revokedAt == nil, role == Role.admin.rawValue {
+                    let admins = try conn.query("SELECT count(*) FROM api_tokens WHERE role = 'admin' AND revoked_at IS NULL")[0]
+                    if try admins.decode(Int.self) <= 1 {
+                        throw APIError.conflict("this is the last active admin token; create another admin token before revoking it")
+                    }
+                }
+                return try conn.query("""
+                    UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = \(id)::uuid
+                    RETURNING \(unsafe: Self.tokenColumns)
+                    """).first
+            }
+            guard let row else { throw APIError.notFound("no token with id \(id)") }
+            return .json(200, try Self.tokenJSON(row).serialized)
+        }
+    }
+
+    static let tokenLockKey = 0x466c_6f75
+    static let tokenColumns = "id::text, name, role, created_at, revoked_at"
+
+    static func tokenJSON(_ row: PGRow) throws -> JSON {
+        let (id, name, role, created, revoked) = try row.decode(String.self, String.self, String.self, Timestamp.self, Timestamp?.self)
+        return .object(["id": .string(id), "name": .string(name), "role": .string(role),
+                        "created_at": .string(created.rfc3339), "revoked_at": revoked.map { .string($0.rfc3339) } ?? .null])
+    }
+
+    /// On a database without any API token, creates the first admin token and returns its
+    /// secret (nil when tokens exist already). Safe when several servers start at once.
+    public static func bootstrapAdminToken(_ conn: PGConnection) throws -> String? {
+        try conn.transaction { conn in
+            try conn.query("SELECT pg_advisory_xact_lock(\(tokenLockKey))")
+            guard try conn.query("SELECT 1 FROM api_tokens LIMIT 1").isEmpty else { return nil }
+            let secret = Secrets.newToken(prefix: "flt_a_")
+            try conn.query("""
+                INSERT INTO api_tokens (name, role, secret_hash)
+                VALUES ('bootstrap admin', 'admin', \(Bytea(Secrets.sha256(secret.utf8))))
+                """)
+            return secret
+        }
+    }
+}
+
+/// 8-4-4-4-12 hex digits: a malformed id is simply an unknown one (404), and checking
+/// here keeps PostgreSQL's "invalid input syntax for type uuid" from becoming a 500.
+func isUUID(_ text: String) -> Bool {
+    let bytes = Array(text.utf8)
+    guard bytes.count == 36 else { return false }
+    for (index, byte) in bytes.enumerated() {
+        if [8, 13, 18, 23].contains(index) {
+            guard byte == UInt8(ascii: "-") else { return false }
+        } else {
+            guard hexDigitValue(byte) != nil else { return false }
+        }
+    }
+    return true
+}

@@ -1,0 +1,205 @@
+// A private PostgreSQL cluster under the server's data directory, so that
+// `flotilla-server` runs with no configuration at all. The test suite uses the same code.
+//
+//     <data-dir>/postgres/   the cluster (PGDATA), created by initdb on first start
+//     <data-dir>/run/        its unix socket; it listens on no TCP port
+//
+// PostgreSQL refuses to run as root, so when we are root the binaries run as the
+// `postgres` user (runuser), which then owns postgres/ and run/.
+//
+// After a crash: a cluster still running from an earlier server (kill -9 leaves the
+// postmaster alive) is adopted, not started twice; a postmaster.pid whose process is
+// gone or is not a postgres is removed before starting.
+
+import Foundation
+
+public enum EmbeddedPostgresError: Error, CustomStringConvertible {
+    case binariesNotFound
+    case commandFailed(String, output: String)
+    case setup(String)
+
+    public var description: String {
+        switch self {
+        case .binariesNotFound:
+            "no PostgreSQL server binaries found (looked at `pg_config --bindir` and /usr/lib/postgresql/*/bin); install the `postgresql` package or set DATABASE_URL"
+        case .commandFailed(let command, let output): "`\(command)` failed: \(output.trimmingTrailingWhitespace)"
+        case .setup(let message): message
+        }
+    }
+}
+
+public final class EmbeddedPostgres: @unchecked Sendable {
+    public let dataDirectory: String
+    public let binDirectory: String
+    /// false: fsync off, for throwaway test clusters only.
+    public let durable: Bool
+    public let databaseName = "flotilla"
+    let runAsPostgres = geteuid() == 0
+    private var running = false
+
+    public var clusterDirectory: String { dataDirectory + "/postgres" }
+    public var socketDirectory: String { dataDirectory + "/run" }
+
+    public init(dataDirectory: String, durable: Bool = true) throws {
+        try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        guard let absolute = realpath(dataDirectory, nil) else {
+            throw EmbeddedPostgresError.setup("cannot resolve \(dataDirectory)")
+        }
+        self.dataDirectory = String(cString: absolute)
+        free(absolute)
+        self.durable = durable
+        binDirectory = try EmbeddedPostgres.findBinaries()
+        guard (socketDirectory + "/.s.PGSQL.5432").utf8.count < 108 else {
+            throw EmbeddedPostgresError.setup("the data directory path is too long for a unix socket (\(socketDirectory)); choose a shorter --data-dir")
+        }
+    }
+
+    /// The connection string for one database of this cluster.
+    public func conninfo(database: String? = nil) -> String {
+        "host=\(socketDirectory) port=5432 user=flotilla dbname=\(database ?? databaseName)"
+    }
+
+    /// Creates the cluster if needed, then starts it (or adopts a running one) and makes
+    /// sure the `flotilla` database exists. `log` hears what happens, one line each.
+    public func start(log: (String) -> Void = { _ in }) throws {
+        try prepareDirectories()
+        if !FileManager.default.fileExists(atPath: clusterDirectory + "/PG_VERSION") {
+            log("creating a PostgreSQL cluster in \(clusterDirectory)")
+            try run("initdb", ["-D", clusterDirectory, "-U", "flotilla", "-A", "trust", "-E", "UTF8",
+                               "--no-locale", "--no-instructions"] + (durable ? [] : ["--no-sync"]))
+        }
+        if try isRunning() {
+            log("adopting the PostgreSQL cluster left running in \(clusterDirectory)")
+        } else {
+            removeStalePidFile(log: log)
+            var settings = "-c listen_addresses='' -k '\(socketDirectory)' -c unix_socket_permissions=0700 -p 5432"
+            if !durable { settings += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off" }
+            try run("pg_ctl", ["start", "-D", clusterDirectory, "-w", "-t", "60", "-s",
+                               "-l", clusterDirectory + "/server.log", "-o", settings])
+        }
+        running = true
+        let admin = try PGConnection(PGConnectionOptions(conninfo: conninfo(database: "postgres")))
+        if try admin.query("SELECT 1 FROM pg_database WHERE datname = \(databaseName)").isEmpty {
+            try admin.execute(unsafe: "CREATE DATABASE \(databaseName)")
+        }
+    }
+
+    /// Stops the cluster (fast mode: open sessions are closed, nothing is lost).
+    public func stop() {
+        guard running else { return }
+        running = false
+        _ = try? run("pg_ctl", ["stop", "-D", clusterDirectory, "-m", "fast", "-w", "-s"])
+    }
+
+    /// Restarts the cluster: tests use it to simulate a database outage and recovery.
+    public func restart() throws {
+        stop()
+        try start()
+    }
+
+    public func isRunning() throws -> Bool {
+        // pg_ctl status: 0 running, 3 not running, 4 no cluster.
+        (try? run("pg_ctl", ["status", "-D", clusterDirectory])) != nil
+    }
+
+    // MARK: - Internals
+
+    private func prepareDirectories() throws {
+        let manager = FileManager.default
+        for directory in [clusterDirectory, socketDirectory] where !manager.fileExists(atPath: directory) {
+            try manager.createDirectory(atPath: directory, withIntermediateDirectories: false,
+                                        attributes: [.posixPermissions: 0o700])
+        }
+        guard runAsPostgres else { return }
+        guard let user = getpwnam("postgres") else {
+            throw EmbeddedPostgresError.setup("running as root, but there is no `postgres` user to run PostgreSQL as")
+        }
+        // The data directory itself stays root's; postgres only needs to pass through it.
+        chmod(dataDirectory, 0o711)
+        for directory in [clusterDirectory, socketDirectory] {
+            chown(directory, user.pointee.pw_uid, user.pointee.pw_gid)
+        }
+        guard (try? run("/usr/bin/test", ["-x", dataDirectory])) != nil else {
+            throw EmbeddedPostgresError.setup("the postgres user cannot reach \(dataDirectory): every parent directory needs o+x, or pick another --data-dir")
+        }
+    }
+
+    private func removeStalePidFile(log: (String) -> Void) {
+        let pidFile = clusterDirectory + "/postmaster.pid"
+        guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8) else { return }
+        let pid = text.split(separator: "\n").first.map(String.init) ?? ""
+        let comm = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?.trimmingTrailingWhitespace
+        if comm != "postgres" {
+            log("removing the stale \(pidFile) (process \(pid) is gone)")
+            try? FileManager.default.removeItem(atPath: pidFile)
+        }
+    }
+
+    @discardableResult
+    private func run(_ tool: String, _ arguments: [String]) throws -> String {
+        let executable = tool.hasPrefix("/") ? tool : binDirectory + "/" + tool
+        let argv = runAsPostgres ? ["/usr/sbin/runuser", "-u", "postgres", "--", executable] + arguments : [executable] + arguments
+        let (status, output) = try runCommand(argv)
+        guard status == 0 else {
+            throw EmbeddedPostgresError.commandFailed(([tool] + arguments).joined(separator: " "), output: output)
+        }
+        return output
+    }
+
+    /// `pg_config --bindir` when it has the server binaries, else the newest /usr/lib/postgresql/N/bin.
+    static func findBinaries() throws -> String {
+        let manager = FileManager.default
+        if let (status, output) = try? runCommand(["/usr/bin/env", "pg_config", "--bindir"]), status == 0 {
+            let directory = output.trimmingTrailingWhitespace
+            if manager.isExecutableFile(atPath: directory + "/initdb") { return directory }
+        }
+        let versions = ((try? manager.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? [])
+            .compactMap(Int.init).sorted(by: >)
+        for version in versions where manager.isExecutableFile(atPath: "/usr/lib/postgresql/\(version)/bin/initdb") {
+            return "/usr/lib/postgresql/\(version)/bin"
+        }
+        throw EmbeddedPostgresError.binariesNotFound
+    }
+}
+
+/// Runs `argv` with stdin from /dev/null, in "/" (postgres must be able to stand in its
+/// working directory), and returns its exit status and combined output.
+///
+/// posix_spawn + waitpid rather than Foundation's Process: Process's exit monitoring
+/// missed the exit of `pg_ctl start` (whose daemon child outlives it) and hung.
+func runCommand(_ argv: [String]) throws -> (status: Int32, output: String) {
+    var pipeFDs: [Int32] = [0, 0]
+    guard pipe(&pipeFDs) == 0 else { throw EmbeddedPostgresError.setup("pipe: \(String(cString: strerror(errno)))") }
+    // Only the child's stdout/stderr may hold the write end, or reading would never see EOF.
+    for fd in pipeFDs { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
+    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2)
+    // `env -C /` changes directory in the child (posix_spawn_file_actions_addchdir_np is not imported).
+    let full = ["/usr/bin/env", "-C", "/"] + argv
+    var args: [UnsafeMutablePointer<CChar>?] = full.map { strdup($0) } + [nil]
+    defer { args.forEach { free($0) } }
+    var pid: pid_t = 0
+    let spawned = posix_spawn(&pid, full[0], &actions, nil, &args, environ)
+    close(pipeFDs[1])
+    guard spawned == 0 else {
+        close(pipeFDs[0])
+        throw EmbeddedPostgresError.setup("cannot run \(argv[0]): \(String(cString: strerror(spawned)))")
+    }
+    var output: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let count = buffer.withUnsafeMutableBytes { read(pipeFDs[0], $0.baseAddress, $0.count) }
+        if count > 0 { output += buffer[0..<count]; continue }
+        if count < 0 && errno == EINTR { continue }
+        break
+    }
+    close(pipeFDs[0])
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let exitCode = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    return (exitCode, String(decoding: output, as: UTF8.self))
+}

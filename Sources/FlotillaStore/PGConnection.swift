@@ -1,0 +1,247 @@
+// One libpq connection, used with blocking calls from exactly one thread at a time
+// (a pool worker; see PGPool for why blocking workers and not async libpq).
+//
+// Every parameterized query goes through a per-connection prepared-statement cache:
+// the first use of a text pays a Parse, every later one skips parsing and planning.
+// `pipeline(_:)` sends several statements and one Sync in a single round trip; the
+// statements between two Syncs run as one implicit transaction, so a pipeline is atomic.
+
+import CLibpq
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct PGConnectionOptions: Sendable {
+    /// A libpq connection string or URL ("postgresql:///flotilla?host=/path/run").
+    public var conninfo: String
+    /// Milliseconds a statement may run before the server cancels it (0: no limit).
+    public var statementTimeoutMillis = 10_000
+    /// Seconds libpq waits for a TCP connect.
+    public var connectTimeoutSeconds = 3
+
+    public init(conninfo: String, statementTimeoutMillis: Int = 10_000) {
+        self.conninfo = conninfo
+        self.statementTimeoutMillis = statementTimeoutMillis
+    }
+}
+
+public final class PGConnection {
+    private let conn: OpaquePointer
+    private var statements: [String: String] = [:]
+    private var nextStatement = 0
+    /// Beyond this many distinct texts, queries run unprepared (dynamic SQL must not grow memory without bound).
+    static let statementCacheLimit = 256
+
+    public init(_ options: PGConnectionOptions) throws {
+        // Later keywords override what the conninfo says: the session always runs in UTC with
+        // ISO dates (PGValues relies on it) and with our statement timeout.
+        let settings = "-c TimeZone=UTC -c DateStyle=ISO -c statement_timeout=\(options.statementTimeoutMillis)"
+        // NULL-terminated, as PQconnectdbParams wants.
+        let keywords: [String?] = ["dbname", "options", "connect_timeout", "application_name", nil]
+        let values: [String?] = [options.conninfo, settings, String(options.connectTimeoutSeconds), "flotilla", nil]
+        let connection = withCStringArray(keywords) { k in
+            withCStringArray(values) { v in PQconnectdbParams(k, v, 1) }
+        }
+        guard let connection else { throw PGError.connectionFailed("out of memory") }
+        guard PQstatus(connection) == CONNECTION_OK else {
+            let message = PGConnection.errorText(connection)
+            PQfinish(connection)
+            throw PGError.connectionFailed(message)
+        }
+        conn = connection
+    }
+
+    deinit { PQfinish(conn) }
+
+    /// False once the connection is lost; the pool then drops it.
+    public var isUsable: Bool { PQstatus(conn) == CONNECTION_OK }
+
+    /// Not inside a transaction and not in the middle of a command.
+    var isIdle: Bool { PQtransactionStatus(conn) == PQTRANS_IDLE }
+
+    /// True when the connection is idle and the server has not closed it behind our back.
+    /// A restarted server closes every session; without this check the first query on each
+    /// pooled connection would fail. Costs one poll(2).
+    func isIdleAndAlive() -> Bool {
+        guard PQstatus(conn) == CONNECTION_OK, PQtransactionStatus(conn) == PQTRANS_IDLE else { return false }
+        var fd = pollfd(fd: PQsocket(conn), events: Int16(POLLIN), revents: 0)
+        let ready = poll(&fd, 1, 0)
+        if ready == 0 { return true }
+        // Something arrived while idle: a notice, a notification, or the goodbye of a dying server.
+        guard PQconsumeInput(conn) == 1 else { return false }
+        while let notify = PQnotifies(conn) { PQfreemem(notify) }
+        return PQstatus(conn) == CONNECTION_OK
+    }
+
+    /// Runs one parameterized statement and returns all of its rows.
+    @discardableResult
+    public func query(_ sql: SQL) throws -> PGRows {
+        let binds = sql.binds
+        if let name = try preparedName(for: sql) {
+            return try consume(withCStringArray(binds) { values in
+                PQexecPrepared(conn, name, Int32(binds.count), values, nil, nil, 0)
+            })
+        }
+        return try consume(withCStringArray(binds) { values in
+            PQexecParams(conn, sql.text, Int32(binds.count), nil, values, nil, nil, 0)
+        })
+    }
+
+    /// Runs raw SQL through the simple protocol: several statements in one string are
+    /// allowed (migration files). Never pass client input.
+    public func execute(unsafe script: String) throws {
+        var result = PQexec(conn, script)
+        var failure: PGError?
+        while let current = result {
+            if failure == nil { failure = PGConnection.error(from: current, conn: conn) }
+            PQclear(current)
+            result = PQgetResult(conn)
+        }
+        if let failure { throw failure }
+        if !isUsable { throw PGError.connectionFailed(PGConnection.errorText(conn)) }
+    }
+
+    /// BEGIN … COMMIT around `body`; ROLLBACK if it throws.
+    public func transaction<T>(_ body: (PGConnection) throws -> T) throws -> T {
+        try execute(unsafe: "BEGIN")
+        do {
+            let value = try body(self)
+            try execute(unsafe: "COMMIT")
+            return value
+        } catch {
+            if isUsable { try? execute(unsafe: "ROLLBACK") }
+            throw error
+        }
+    }
+
+    /// Sends every statement, then one Sync, and reads all results: one round trip for
+    /// the lot, atomic (one implicit transaction). For a handful of statements: blocking
+    /// mode cannot interleave sending with reading, so a huge pipeline could stall.
+    public func pipeline(_ queries: [SQL]) throws -> [PGRows] {
+        guard PQenterPipelineMode(conn) == 1 else { throw PGError.connectionFailed(PGConnection.errorText(conn)) }
+        defer { PQexitPipelineMode(conn) }
+        var newNames: [String?] = []
+        for sql in queries {
+            let binds = sql.binds
+            var name = statements[sql.text]
+            var fresh: String?
+            if name == nil, statements.count < PGConnection.statementCacheLimit {
+                nextStatement += 1
+                fresh = "s\(nextStatement)"
+                name = fresh
+                guard PQsendPrepare(conn, fresh!, sql.text, Int32(binds.count), nil) == 1 else {
+                    throw PGError.connectionFailed(PGConnection.errorText(conn))
+                }
+            }
+            newNames.append(fresh)
+            let sent = withCStringArray(binds) { values in
+                if let name {
+                    PQsendQueryPrepared(conn, name, Int32(binds.count), values, nil, nil, 0)
+                } else {
+                    PQsendQueryParams(conn, sql.text, Int32(binds.count), nil, values, nil, nil, 0)
+                }
+            }
+            guard sent == 1 else { throw PGError.connectionFailed(PGConnection.errorText(conn)) }
+        }
+        guard PQpipelineSync(conn) == 1 else { throw PGError.connectionFailed(PGConnection.errorText(conn)) }
+
+        var results: [PGRows] = []
+        var failure: PGError?
+        func next() -> OpaquePointer? {
+            let result = PQgetResult(conn)
+            if result != nil, PQresultStatus(result) != PGRES_PIPELINE_SYNC {
+                _ = PQgetResult(conn)  // the NULL that ends each statement's results
+            }
+            return result
+        }
+        for (index, sql) in queries.enumerated() {
+            if let fresh = newNames[index] {
+                guard let prepared = next() else { throw PGError.connectionFailed(PGConnection.errorText(conn)) }
+                if failure == nil, let error = PGConnection.error(from: prepared, conn: conn) { failure = error }
+                if PQresultStatus(prepared) == PGRES_COMMAND_OK { statements[sql.text] = fresh }
+                PQclear(prepared)
+            }
+            guard let result = next() else { throw PGError.connectionFailed(PGConnection.errorText(conn)) }
+            if PQresultStatus(result) == PGRES_PIPELINE_ABORTED {
+                PQclear(result)
+            } else if failure == nil, let error = PGConnection.error(from: result, conn: conn) {
+                failure = error
+                PQclear(result)
+            } else {
+                results.append(PGRows(result))
+                PQclear(result)
+            }
+        }
+        guard let sync = PQgetResult(conn), PQresultStatus(sync) == PGRES_PIPELINE_SYNC else {
+            throw PGError.connectionFailed("pipeline ended without its sync: " + PGConnection.errorText(conn))
+        }
+        PQclear(sync)
+        if let failure { throw failure }
+        return results
+    }
+
+    // MARK: - Internals
+
+    private func preparedName(for sql: SQL) throws -> String? {
+        if let name = statements[sql.text] { return name }
+        guard statements.count < PGConnection.statementCacheLimit else { return nil }
+        nextStatement += 1
+        let name = "s\(nextStatement)"
+        let result = PQprepare(conn, name, sql.text, Int32(sql.binds.count), nil)
+        defer { PQclear(result) }
+        if let error = PGConnection.error(from: result, conn: conn) { throw error }
+        statements[sql.text] = name
+        return name
+    }
+
+    private func consume(_ result: OpaquePointer?) throws -> PGRows {
+        defer { PQclear(result) }
+        if let error = PGConnection.error(from: result, conn: conn) { throw error }
+        return PGRows(result!)
+    }
+
+    /// nil for a successful result.
+    static func error(from result: OpaquePointer?, conn: OpaquePointer) -> PGError? {
+        guard let result else { return .connectionFailed(errorText(conn)) }
+        switch PQresultStatus(result) {
+        case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_EMPTY_QUERY, PGRES_PIPELINE_SYNC:
+            return nil
+        default:
+            guard PQstatus(conn) == CONNECTION_OK, let state = field(result, Int32(UInt8(ascii: "C"))) else {
+                return .connectionFailed(errorText(conn))
+            }
+            return .server(sqlState: state, message: field(result, Int32(UInt8(ascii: "M"))) ?? "",
+                           detail: field(result, Int32(UInt8(ascii: "D"))),
+                           constraint: field(result, Int32(UInt8(ascii: "n"))))
+        }
+    }
+
+    /// `code` is one of libpq's PG_DIAG_* letters (character macros Swift does not import).
+    private static func field(_ result: OpaquePointer, _ code: Int32) -> String? {
+        PQresultErrorField(result, code).map { String(cString: $0) }
+    }
+
+    static func errorText(_ conn: OpaquePointer) -> String {
+        guard let text = PQerrorMessage(conn) else { return "unknown libpq error" }
+        let message = String(cString: text).trimmingTrailingWhitespace
+        return message.isEmpty ? "connection lost" : message
+    }
+}
+
+/// Calls `body` with a C array of C strings (NULL entries for nil) that lives for the call.
+func withCStringArray<R>(_ strings: [String?], _ body: (UnsafePointer<UnsafePointer<CChar>?>?) -> R) -> R {
+    if strings.isEmpty { return body(nil) }
+    var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { $0.map { strdup($0)! } }
+    defer { pointers.forEach { free($0) } }
+    return pointers.withUnsafeMutableBufferPointer { buffer in
+        buffer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: max(buffer.count, 1)) { body($0) }
+    }
+}
+
+extension String {
+    var trimmingTrailingWhitespace: String {
+        var text = self
+        while let last = text.last, last.isWhitespace { text.removeLast() }
+        return text
+    }
+}

@@ -1,0 +1,148 @@
+// Test helpers shared by every test target: raw sockets, child processes, a throwaway
+// TLS certificate, the built products. Real parts only: nothing here is a mock.
+
+import Foundation
+import FlotillaTransport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public func openFDCount(pid: Int32? = nil) -> Int {
+    let dir = pid.map { "/proc/\($0)/fd" } ?? "/proc/self/fd"
+    return ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).count
+}
+
+/// A blocking TCP socket for speaking raw bytes at the server.
+public final class RawSocket {
+    public let fd: Int32
+
+    public init(port: Int, receiveTimeout: TimeInterval = 5) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else { throw SocketError("connect") }
+        var tv = timeval(tv_sec: Int(receiveTimeout), tv_usec: Int((receiveTimeout - Double(Int(receiveTimeout))) * 1_000_000))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { Glibc.close(fd) }
+
+    public func send(_ text: String) { send(Array(text.utf8)) }
+
+    public func send(_ bytes: [UInt8]) {
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { return }
+            offset += n
+        }
+    }
+
+    /// Reads until EOF, timeout or `limit` bytes.
+    public func readAll(limit: Int = 1 << 24) -> [UInt8] {
+        var result: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while result.count < limit {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            result += buffer[0..<n]
+        }
+        return result
+    }
+
+    /// Reads some bytes (one recv); empty on EOF or timeout.
+    public func readSome() -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        return n > 0 ? Array(buffer[0..<n]) : []
+    }
+
+    /// Reads exactly one HTTP/1.1 response (Content-Length framed).
+    private var pending: [UInt8] = []
+    public func readResponse(isHead: Bool = false) -> (status: Int, headers: [String: String], body: String)? {
+        while true {
+            if let end = pending.firstRange(of: Array("\r\n\r\n".utf8)) {
+                let head = String(decoding: pending[..<end.lowerBound], as: UTF8.self)
+                var lines = head.components(separatedBy: "\r\n")
+                let status = Int(lines.removeFirst().split(separator: " ")[1]) ?? 0
+                var headers: [String: String] = [:]
+                for line in lines {
+                    let parts = line.split(separator: ":", maxSplits: 1)
+                    headers[parts[0].lowercased()] = parts[1].trimmingCharacters(in: .whitespaces)
+                }
+                let length = isHead ? 0 : Int(headers["content-length"] ?? "0") ?? 0
+                let bodyStart = end.upperBound
+                if pending.count - bodyStart >= length {
+                    let body = String(decoding: pending[bodyStart..<(bodyStart + length)], as: UTF8.self)
+                    pending.removeFirst(bodyStart + length)
+                    return (status, headers, body)
+                }
+            }
+            let more = readSome()
+            if more.isEmpty { return nil }
+            pending += more
+        }
+    }
+
+    /// True when the server has closed the connection (EOF) within the receive timeout.
+    public func isClosedByPeer() -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { return true }
+            if n < 0 { return errno == ECONNRESET }
+        }
+    }
+}
+
+/// Runs a command and returns its exit status and output.
+@discardableResult
+public func runProcess(_ executable: String, _ arguments: [String], stdin: String? = nil) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+public func which(_ name: String) -> String? {
+    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+        let path = "\(dir)/\(name)"
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return nil
+}
+
+/// A self-signed certificate for localhost/127.0.0.1, made once per test run with the openssl CLI.
+public enum TestCertificate {
+    public static let directory: String = {
+        let dir = NSTemporaryDirectory() + "flotilla-tls-\(getpid())"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let result = try? runProcess(which("openssl") ?? "/usr/bin/openssl", [
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem", "-days", "2", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        precondition(result?.status == 0, "openssl failed: \(result?.output ?? "not found")")
+        return dir
+    }()
+    public static var server: TLSServerConfiguration {
+        TLSServerConfiguration(certificatePath: directory + "/cert.pem", privateKeyPath: directory + "/key.pem")
+    }
+    public static var caPath: String { directory + "/cert.pem" }
+}
+
+/// The directory with the built executables (next to the test bundle).
+public var productsDirectory: URL {
+    URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+}
