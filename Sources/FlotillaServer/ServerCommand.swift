@@ -69,6 +69,12 @@ struct Serve: AsyncParsableCommand {
         guard (tlsCert == nil) == (tlsKey == nil) else {
             throw ValidationError("--tls-cert and --tls-key go together")
         }
+        // Checked before any database is started, so a typo costs nothing.
+        for (flag, path) in [("certificate", tlsCert), ("private key", tlsKey)] {
+            if let path, access(path, R_OK) != 0 {
+                throw ValidationError("loading \(flag) \(path): \(String(cString: strerror(errno)))")
+            }
+        }
         _ = try ListenAddress(parsing: listenSpec)
         _ = try parseLogLevel(logLevel ?? environment("FLOTILLA_LOG_LEVEL") ?? "info")
     }

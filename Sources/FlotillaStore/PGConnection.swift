@@ -35,7 +35,7 @@ public final class PGConnection {
     public init(_ options: PGConnectionOptions) throws {
         // Later keywords override what the conninfo says: the session always runs in UTC with
         // ISO dates (PGValues relies on it) and with our statement timeout.
-        let settings = "-c TimeZone=UTC -c DateStyle=ISO -c statement_timeout=\(options.statementTimeoutMillis)"
+        let settings = "-c TimeZone=UTC -c DateStyle=ISO -c client_min_messages=warning -c statement_timeout=\(options.statementTimeoutMillis)"
         // NULL-terminated, as PQconnectdbParams wants.
         let keywords: [String?] = ["dbname", "options", "connect_timeout", "application_name", nil]
         let values: [String?] = [options.conninfo, settings, String(options.connectTimeoutSeconds), "flotilla", nil]

@@ -49,6 +49,13 @@ public struct PGRow: Sendable {
         return (repeat try next((each T).self))
     }
 
+    /// The first column. (The variadic form above covers this too, but type inference through
+    /// a one-element pack fails in some expression contexts.)
+    public func decode<T: PGDecodable>(_ type: T.Type) throws -> T {
+        guard !values.isEmpty else { throw PGError.decoding(column: "#0", message: "the row has no columns") }
+        return try T.decode(pgText: values[0], column: columns[0])
+    }
+
     /// One column by name.
     public func decode<T: PGDecodable>(_ type: T.Type, column name: String) throws -> T {
         guard let index = columns.firstIndex(of: name) else {

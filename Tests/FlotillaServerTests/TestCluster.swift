@@ -1,0 +1,97 @@
+// The test suite's PostgreSQL: the same EmbeddedPostgres the server uses, one cluster
+// per test run (fsync off), a migrated template database, and a fresh database per test
+// made with `CREATE DATABASE … TEMPLATE …` (a file copy: milliseconds, full isolation).
+
+import FlotillaAPI
+import FlotillaStore
+import FlotillaTestSupport
+import FlotillaTransport
+import Foundation
+import Logging
+import XCTest
+
+enum TestCluster {
+    static let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().path
+    static let migrationsDirectory = repositoryRoot + "/migrations"
+    static let template = "flotilla_template"
+
+    /// Started on first use, stopped when the test process exits.
+    static let shared: EmbeddedPostgres = {
+        let directory = NSTemporaryDirectory() + "flotilla-pg-\(getpid())"
+        do {
+            let cluster = try EmbeddedPostgres(dataDirectory: directory, durable: false)
+            try cluster.start()
+            atexit {
+                TestCluster.shared.stop()
+                try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "flotilla-pg-\(getpid())")
+            }
+            let admin = try PGConnection(PGConnectionOptions(conninfo: cluster.conninfo(database: "postgres")))
+            try admin.execute(unsafe: "CREATE DATABASE \(template)")
+            do {
+                let connection = try PGConnection(PGConnectionOptions(conninfo: cluster.conninfo(database: template)))
+                try Migrator.migrate(connection, Migrator.load(directory: migrationsDirectory))
+            }
+            return cluster
+        } catch {
+            fatalError("cannot start the test PostgreSQL cluster: \(error)")
+        }
+    }()
+
+    private static let counter = Mutex(0)
+
+    /// A new, migrated, empty database; returns its conninfo.
+    static func freshDatabase() throws -> (name: String, conninfo: String) {
+        let cluster = shared
+        let number = counter.withLock { value -> Int in
+            value += 1
+            return value
+        }
+        let name = "test_\(getpid())_\(number)"
+        let admin = try PGConnection(PGConnectionOptions(conninfo: cluster.conninfo(database: "postgres")))
+        try admin.execute(unsafe: "CREATE DATABASE \(name) TEMPLATE \(template)")
+        return (name, cluster.conninfo(database: name))
+    }
+
+    /// A database with no schema at all, for migration tests.
+    static func emptyDatabase() throws -> (name: String, conninfo: String) {
+        let cluster = shared
+        let name = "empty_\(getpid())_\(counter.withLock { value -> Int in value += 1; return value })"
+        let admin = try PGConnection(PGConnectionOptions(conninfo: cluster.conninfo(database: "postgres")))
+        try admin.execute(unsafe: "CREATE DATABASE \(name)")
+        return (name, cluster.conninfo(database: name))
+    }
+}
+
+import Synchronization
+
+/// An in-process server with the management API over a fresh database, and an admin token.
+final class APIServer: @unchecked Sendable {
+    let server: HTTPServer
+    let pool: PGPool
+    let port: Int
+    let conninfo: String
+    let adminToken: String
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    init(poolSize: Int = 4) throws {
+        let database = try TestCluster.freshDatabase()
+        conninfo = database.conninfo
+        let bootstrap = try PGConnection(PGConnectionOptions(conninfo: conninfo))
+        adminToken = try XCTUnwrap(ManagementAPI.bootstrapAdminToken(bootstrap))
+        var configuration = PGPool.Configuration(connection: PGConnectionOptions(conninfo: conninfo), size: poolSize)
+        configuration.acquireTimeout = .seconds(2)
+        pool = PGPool(configuration)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let api = ManagementAPI(db: pool, logger: logger)
+        server = try HTTPServer(configuration: .init(host: "127.0.0.1", port: 0, loopCount: 2),
+                                router: FlotillaAPI.makeRouter(management: api))
+        port = try server.start().port
+    }
+
+    func stop() async {
+        await server.shutdown(gracePeriod: .seconds(2))
+        pool.close()
+    }
+}
