@@ -16,7 +16,8 @@ SECONDS_PER_RUN=${2:-5}
 swift build -c release --product flotilla-server >&2
 BIN=.build/release/flotilla-server
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+chmod 711 "$WORK"  # the embedded PostgreSQL runs as `postgres` when we are root and must reach its directory
 ulimit -n 65536 2>/dev/null || ulimit -n 16384 2>/dev/null || true
 
 printf '{"status":"ok"}' > "$WORK/healthz"
@@ -24,13 +25,13 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyou
   -out "$WORK/cert.pem" -days 2 -subj /CN=localhost 2>/dev/null
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 # Flotilla: default settings (one event loop per core). nghttpd: as many workers as cores.
 CORES=$(nproc)
 FP=$(free_port); FTP=$(free_port); NP=$(free_port); NTP=$(free_port)
-$BIN --listen 127.0.0.1:$FP > "$WORK/f.log" 2>&1 & FPID=$!
-$BIN --listen 127.0.0.1:$FTP --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" > "$WORK/ft.log" 2>&1 & FTPID=$!
+$BIN --listen 127.0.0.1:$FP --data-dir "$WORK/f-data" > "$WORK/f.log" 2>&1 & FPID=$!
+$BIN --listen 127.0.0.1:$FTP --data-dir "$WORK/ft-data" --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" > "$WORK/ft.log" 2>&1 & FTPID=$!
 nghttpd --no-tls -n "$CORES" -d "$WORK" $NP > /dev/null 2>&1 & NPID=$!
 nghttpd -n "$CORES" -d "$WORK" $NTP "$WORK/key.pem" "$WORK/cert.pem" > /dev/null 2>&1 & NTPID=$!
 for p in $FP $FTP $NP $NTP; do wait_port $p; done

@@ -111,9 +111,7 @@ extension ManagementAPI {
 
         route(&router, "GET", "/api/v1/devices/{device}", role: .viewer) { request, _ in
             let ident = request.pathParameters["device"]!
-            let row = try await db.withConnection { conn in
-                try conn.query("SELECT \(unsafe: Self.deviceColumns) FROM devices d WHERE \(Self.deviceMatch(ident))").first
-            }
+            let row = try await db.query("SELECT \(unsafe: Self.deviceColumns) FROM devices d WHERE \(Self.deviceMatch(ident))").first
             guard let row else { throw APIError.notFound("no device '\(ident)'") }
             return .json(200, try Self.deviceJSON(row).serialized, headers: ["etag": "\"\(try row.decode(Int.self, column: "version"))\""])
         }
@@ -149,9 +147,7 @@ extension ManagementAPI {
 
         route(&router, "DELETE", "/api/v1/devices/{device}", role: .admin) { request, _ in
             let ident = request.pathParameters["device"]!
-            let deleted = try await db.withConnection { conn in
-                try conn.query("DELETE FROM devices d WHERE \(Self.deviceMatch(ident))").affectedRows
-            }
+            let deleted = try await db.query("DELETE FROM devices d WHERE \(Self.deviceMatch(ident))").affectedRows
             guard deleted == 1 else { throw APIError.notFound("no device '\(ident)'") }
             return HTTPResponse(status: 204)
         }

@@ -41,17 +41,13 @@ extension ManagementAPI {
             if let cursor = query.cursor() { filters.append("g.name > \(cursor)") }
             try query.finish()
             let condition = filters.isEmpty ? SQL("true") : SQL.join(filters, separator: " AND ")
-            let rows = try await db.withConnection { conn in
-                try conn.query("SELECT \(unsafe: Self.groupColumns) FROM groups g WHERE \(condition) ORDER BY g.name LIMIT \(limit + 1)")
-            }
+            let rows = try await db.query("SELECT \(unsafe: Self.groupColumns) FROM groups g WHERE \(condition) ORDER BY g.name LIMIT \(limit + 1)")
             return page(try rows.map(Self.groupJSON), limit: limit) { try! rows[$0].decode(String.self, column: "name") }
         }
 
         route(&router, "GET", "/api/v1/groups/{group}", role: .viewer) { request, _ in
             let ident = request.pathParameters["group"]!
-            let row = try await db.withConnection { conn in
-                try conn.query("SELECT \(unsafe: Self.groupColumns) FROM groups g WHERE \(Self.groupMatch(ident))").first
-            }
+            let row = try await db.query("SELECT \(unsafe: Self.groupColumns) FROM groups g WHERE \(Self.groupMatch(ident))").first
             guard let row else { throw APIError.notFound("no group '\(ident)'") }
             return .json(200, try Self.groupJSON(row).serialized)
         }
@@ -76,9 +72,7 @@ extension ManagementAPI {
 
         route(&router, "DELETE", "/api/v1/groups/{group}", role: .admin) { request, _ in
             let ident = request.pathParameters["group"]!
-            let deleted = try await db.withConnection { conn in
-                try conn.query("DELETE FROM groups g WHERE \(Self.groupMatch(ident))").affectedRows
-            }
+            let deleted = try await db.query("DELETE FROM groups g WHERE \(Self.groupMatch(ident))").affectedRows
             guard deleted == 1 else { throw APIError.notFound("no group '\(ident)'") }
             return HTTPResponse(status: 204)
         }
@@ -142,12 +136,10 @@ extension ManagementAPI {
 
         route(&router, "DELETE", "/api/v1/groups/{group}/devices/{device}", role: .admin) { request, _ in
             let group = request.pathParameters["group"]!, device = request.pathParameters["device"]!
-            let removed = try await db.withConnection { conn in
-                try conn.query("""
-                    DELETE FROM group_members m USING groups g, devices d
-                    WHERE m.group_id = g.id AND m.device_id = d.id AND \(Self.groupMatch(group)) AND \(Self.deviceMatch(device))
-                    """).affectedRows
-            }
+            let removed = try await db.query("""
+                DELETE FROM group_members m USING groups g, devices d
+                WHERE m.group_id = g.id AND m.device_id = d.id AND \(Self.groupMatch(group)) AND \(Self.deviceMatch(device))
+                """).affectedRows
             guard removed == 1 else { throw APIError.notFound("device '\(device)' is not in group '\(group)'") }
             return HTTPResponse(status: 204)
         }

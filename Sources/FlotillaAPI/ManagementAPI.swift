@@ -14,11 +14,24 @@ import Logging
 public struct ManagementAPI: Sendable {
     let db: PGPool
     let logger: Logger
+    let tokens = TokenCache()
+    private let listener: PGListener?
 
-    public init(db: PGPool, logger: Logger) {
+    /// With `listen`, a PGListener on that database keeps the token cache honest across
+    /// replicas (see TokenCache); without it, every request looks its token up.
+    public init(db: PGPool, logger: Logger, listen: PGConnectionOptions? = nil) {
         self.db = db
         self.logger = logger
+        listener = listen.map { [tokens] options in
+            PGListener(options: options, channel: Self.tokenChannel,
+                       onChange: { tokens.setEnabled($0) }, onNotify: { _ in tokens.invalidateAll() })
+        }
     }
+
+    /// Stops the token listener (at shutdown).
+    public func stop() { listener?.stop() }
+
+    static let tokenChannel = "flotilla_tokens"
 
     public func register(on router: inout Router) {
         registerTokenRoutes(on: &router)

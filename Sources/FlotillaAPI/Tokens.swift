@@ -2,8 +2,8 @@
 //
 // A token's secret is `flt_a_` + 32 random bytes (base64url). Only its SHA-256 is stored;
 // a presented secret is hashed, looked up by hash, and the stored hash compared again in
-// constant time. There is no cache: a revoked token is refused by the very next request,
-// on every replica, because every request asks PostgreSQL.
+// constant time. Verified tokens are cached for a few seconds (TokenCache); revoking
+// flushes that cache here at once and on every other replica through NOTIFY.
 //
 // Roles: `viewer` may read; `admin` may do everything.
 
@@ -38,18 +38,20 @@ extension ManagementAPI {
                             headers: ["www-authenticate": "Bearer"])
         }
         let hash = Secrets.sha256(parts[1].utf8)
-        let found = try await db.withConnection { conn in
-            try conn.query("""
-                SELECT id::text, role, secret_hash FROM api_tokens
-                WHERE secret_hash = \(Bytea(hash)) AND revoked_at IS NULL
-                """).first.map { try $0.decode(String.self, String.self, Bytea.self) }
-        }
+        if let cached = tokens.lookup(hash) { return cached }
+        let generation = tokens.currentGeneration()
+        let found = try await db.query("""
+            SELECT id::text, role, secret_hash FROM api_tokens
+            WHERE secret_hash = \(Bytea(hash)) AND revoked_at IS NULL
+            """).first.map { try $0.decode(String.self, String.self, Bytea.self) }
         guard let (id, roleName, stored) = found, Secrets.constantTimeEquals(stored.bytes, hash),
               let role = Role(rawValue: roleName) else {
             throw HTTPError(401, code: "invalid_token", message: "the API token is unknown or revoked",
                             headers: ["www-authenticate": #"Bearer error="invalid_token""#])
         }
-        return Caller(tokenID: id, role: role)
+        let caller = Caller(tokenID: id, role: role)
+        tokens.store(hash, caller, generation: generation)
+        return caller
     }
 
     func registerTokenRoutes(on router: inout Router) {
@@ -76,9 +78,7 @@ extension ManagementAPI {
 
         route(&router, "GET", "/api/v1/tokens", role: .admin) { request, _ in
             try QueryReader(request, allowed: []).finish()
-            let rows = try await db.withConnection { conn in
-                try conn.query("SELECT \(unsafe: Self.tokenColumns) FROM api_tokens ORDER BY created_at, id")
-            }
+            let rows = try await db.query("SELECT \(unsafe: Self.tokenColumns) FROM api_tokens ORDER BY created_at, id")
             return .json(200, JSON.object(["items": .array(try rows.map(Self.tokenJSON))]).serialized)
         }
 
@@ -99,11 +99,15 @@ extension ManagementAPI {
                         throw APIError.conflict("this is the last active admin token; create another admin token before revoking it")
                     }
                 }
+                // Every replica flushes its token cache when this commits.
+                try conn.query("SELECT pg_notify(\(Self.tokenChannel), \(id))")
                 return try conn.query("""
                     UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = \(id)::uuid
                     RETURNING \(unsafe: Self.tokenColumns)
                     """).first
             }
+            // And this one before it answers: the very next request is refused.
+            tokens.invalidateAll()
             guard let row else { throw APIError.notFound("no token with id \(id)") }
             return .json(200, try Self.tokenJSON(row).serialized)
         }

@@ -109,9 +109,9 @@ struct Serve: AsyncParsableCommand {
         }
         let pool = PGPool(.init(connection: opened.options, size: database.dbPoolSize))
         let server: HTTPServer
+        let management = ManagementAPI(db: pool, logger: Logger(label: "flotilla.http"), listen: opened.options)
         do {
             try opened.bootstrapAdminToken(dataDir: database.resolvedDataDir, log: say)
-            let management = ManagementAPI(db: pool, logger: Logger(label: "flotilla.http"))
             server = try HTTPServer(
                 configuration: .init(host: address.host, port: address.port, tls: tls, limits: limits, loopCount: loops),
                 router: FlotillaAPI.makeRouter(management: management))
@@ -119,6 +119,7 @@ struct Serve: AsyncParsableCommand {
             say("listening on \(server.scheme)://\(bound)")
         } catch {
             // A clear one-line reason (port in use, unreadable key…), not a stack trace.
+            management.stop()
             pool.close()
             opened.cluster?.stop()
             throw ValidationError("cannot start: \(error)")
@@ -127,6 +128,7 @@ struct Serve: AsyncParsableCommand {
         let signal = await signals.next()
         say("received \(signal == SIGTERM ? "SIGTERM" : "SIGINT"), finishing in-flight requests")
         await server.shutdown(gracePeriod: .milliseconds(Int(shutdownGrace * 1000)))
+        management.stop()
         pool.close()
         if let cluster = opened.cluster {
             cluster.stop()

@@ -91,6 +91,13 @@ public final class EmbeddedPostgres: @unchecked Sendable {
         _ = try? run("pg_ctl", ["stop", "-D", clusterDirectory, "-m", "fast", "-w", "-s"])
     }
 
+    /// Stops a cluster this process did not start (one left behind by a killed process).
+    public func stopIfRunning() {
+        if (try? isRunning()) == true {
+            _ = try? run("pg_ctl", ["stop", "-D", clusterDirectory, "-m", "immediate", "-w", "-s"])
+        }
+    }
+
     /// Restarts the cluster: tests use it to simulate a database outage and recovery.
     public func restart() throws {
         stop()

@@ -56,6 +56,20 @@ public final class PGConnection {
     /// False once the connection is lost; the pool then drops it.
     public var isUsable: Bool { PQstatus(conn) == CONNECTION_OK }
 
+    var socketDescriptor: Int32 { PQsocket(conn) }
+
+    /// Reads what the server sent and returns the payloads of the notifications in it;
+    /// nil when the connection broke.
+    func consumeNotifications() -> [String]? {
+        guard PQconsumeInput(conn) == 1, PQstatus(conn) == CONNECTION_OK else { return nil }
+        var payloads: [String] = []
+        while let notify = PQnotifies(conn) {
+            payloads.append(String(cString: notify.pointee.extra))
+            PQfreemem(notify)
+        }
+        return payloads
+    }
+
     /// Not inside a transaction and not in the middle of a command.
     var isIdle: Bool { PQtransactionStatus(conn) == PQTRANS_IDLE }
 
@@ -118,22 +132,39 @@ public final class PGConnection {
     /// the lot, atomic (one implicit transaction). For a handful of statements: blocking
     /// mode cannot interleave sending with reading, so a huge pipeline could stall.
     public func pipeline(_ queries: [SQL]) throws -> [PGRows] {
+        try runPipeline(queries, syncEach: false).map { try $0.get() }
+    }
+
+    /// Independent statements in one round trip, each followed by its own Sync: each is its
+    /// own transaction, and one failing does not affect the others. The pool batches
+    /// concurrent requests' queries through this (see PGPool.query).
+    public func batch(_ queries: [SQL]) throws -> [Result<PGRows, PGError>] {
+        try runPipeline(queries, syncEach: true)
+    }
+
+    private func runPipeline(_ queries: [SQL], syncEach: Bool) throws -> [Result<PGRows, PGError>] {
         guard PQenterPipelineMode(conn) == 1 else { throw PGError.connectionFailed(PGConnection.errorText(conn)) }
         defer { PQexitPipelineMode(conn) }
-        var newNames: [String?] = []
+        func sync() throws {
+            guard PQpipelineSync(conn) == 1 else { throw PGError.connectionFailed(PGConnection.errorText(conn)) }
+        }
+        // Send everything first.
+        var freshNames: [String?] = []
+        var preparedHere: [String: String] = [:]
         for sql in queries {
             let binds = sql.binds
-            var name = statements[sql.text]
+            var name = statements[sql.text] ?? preparedHere[sql.text]
             var fresh: String?
-            if name == nil, statements.count < PGConnection.statementCacheLimit {
+            if name == nil, statements.count + preparedHere.count < PGConnection.statementCacheLimit {
                 nextStatement += 1
                 fresh = "s\(nextStatement)"
                 name = fresh
+                preparedHere[sql.text] = fresh
                 guard PQsendPrepare(conn, fresh!, sql.text, Int32(binds.count), nil) == 1 else {
                     throw PGError.connectionFailed(PGConnection.errorText(conn))
                 }
             }
-            newNames.append(fresh)
+            freshNames.append(fresh)
             let sent = withCStringArray(binds) { values in
                 if let name {
                     PQsendQueryPrepared(conn, name, Int32(binds.count), values, nil, nil, 0)
@@ -142,41 +173,55 @@ public final class PGConnection {
                 }
             }
             guard sent == 1 else { throw PGError.connectionFailed(PGConnection.errorText(conn)) }
+            if syncEach { try sync() }
         }
-        guard PQpipelineSync(conn) == 1 else { throw PGError.connectionFailed(PGConnection.errorText(conn)) }
+        if !syncEach { try sync() }
 
-        var results: [PGRows] = []
-        var failure: PGError?
-        func next() -> OpaquePointer? {
-            let result = PQgetResult(conn)
-            if result != nil, PQresultStatus(result) != PGRES_PIPELINE_SYNC {
-                _ = PQgetResult(conn)  // the NULL that ends each statement's results
-            }
+        // Then read: per statement [prepare result, NULL], result, NULL; a Sync result per segment.
+        func next() throws -> OpaquePointer {
+            guard let result = PQgetResult(conn) else { throw PGError.connectionFailed(PGConnection.errorText(conn)) }
+            if PQresultStatus(result) != PGRES_PIPELINE_SYNC { _ = PQgetResult(conn) }
             return result
         }
+        func expectSync() throws {
+            let result = try next()
+            defer { PQclear(result) }
+            guard PQresultStatus(result) == PGRES_PIPELINE_SYNC else {
+                throw PGError.connectionFailed("pipeline out of step: " + PGConnection.errorText(conn))
+            }
+        }
+        var results: [Result<PGRows, PGError>] = []
+        var segmentError: PGError?
         for (index, sql) in queries.enumerated() {
-            if let fresh = newNames[index] {
-                guard let prepared = next() else { throw PGError.connectionFailed(PGConnection.errorText(conn)) }
-                if failure == nil, let error = PGConnection.error(from: prepared, conn: conn) { failure = error }
-                if PQresultStatus(prepared) == PGRES_COMMAND_OK { statements[sql.text] = fresh }
+            if let fresh = freshNames[index] {
+                let prepared = try next()
+                if let error = PGConnection.error(from: prepared, conn: conn) {
+                    segmentError = segmentError ?? error
+                } else {
+                    statements[sql.text] = fresh
+                }
                 PQclear(prepared)
             }
-            guard let result = next() else { throw PGError.connectionFailed(PGConnection.errorText(conn)) }
+            let result = try next()
             if PQresultStatus(result) == PGRES_PIPELINE_ABORTED {
-                PQclear(result)
-            } else if failure == nil, let error = PGConnection.error(from: result, conn: conn) {
-                failure = error
-                PQclear(result)
+                results.append(.failure(segmentError ?? .server(sqlState: "25P02", message: "pipeline aborted", detail: nil, constraint: nil)))
+            } else if let error = PGConnection.error(from: result, conn: conn) {
+                segmentError = segmentError ?? error
+                results.append(.failure(error))
             } else {
-                results.append(PGRows(result))
-                PQclear(result)
+                results.append(.success(PGRows(result)))
+            }
+            PQclear(result)
+            if syncEach {
+                try expectSync()
+                segmentError = nil
             }
         }
-        guard let sync = PQgetResult(conn), PQresultStatus(sync) == PGRES_PIPELINE_SYNC else {
-            throw PGError.connectionFailed("pipeline ended without its sync: " + PGConnection.errorText(conn))
+        if !syncEach {
+            try expectSync()
+            // One transaction: if anything failed, nothing happened.
+            if let segmentError { return queries.map { _ in .failure(segmentError) } }
         }
-        PQclear(sync)
-        if let failure { throw failure }
         return results
     }
 

@@ -12,6 +12,10 @@
 //
 //     let rows = try await pool.withConnection { conn in try conn.query("SELECT 1") }
 //
+// or, for a single statement, `pool.query(sql)`: those are batched across callers (one
+// pipeline round trip for many requests' statements), which is what keeps a
+// database-backed request cheap under load.
+//
 // When every connection is busy, callers wait in FIFO order, up to `acquireTimeout`;
 // then they get `PGError.unavailable` (the API answers 503 + Retry-After). A connection
 // found dead on borrow (the server restarted) is replaced before use; while the
@@ -44,6 +48,8 @@ public final class PGPool: Sendable {
     private struct State {
         var idle: [Slot]
         var waiters: [(id: Int, continuation: CheckedContinuation<Slot, any Error>)] = []
+        /// Single statements waiting to be batched (see `query`).
+        var pending: [(sql: SQL, continuation: CheckedContinuation<PGRows, any Error>)] = []
         var nextWaiterID = 0
         var lastConnectFailure: UInt64?
         var closed = false
@@ -70,6 +76,33 @@ public final class PGPool: Sendable {
         }
     }
 
+    /// Runs one statement on its own (an implicit transaction).
+    ///
+    /// Statements from concurrent callers are batched: a worker takes every statement waiting
+    /// (up to `batchLimit`) and sends them as one pipeline with a Sync after each, so each
+    /// is still its own transaction but the lot costs one write, one read and one wake-up.
+    /// Under load this is what makes a database-backed request cheap.
+    public func query(_ sql: SQL) async throws -> PGRows {
+        try await withCheckedThrowingContinuation { continuation in
+            enum Outcome { case queued, wake(Slot), closed }
+            let outcome: Outcome = state.withLock { state in
+                if state.closed { return .closed }
+                state.pending.append((sql, continuation))
+                // Wake an idle worker; when all are busy, the next one to finish takes the batch.
+                return state.idle.popLast().map(Outcome.wake) ?? .queued
+            }
+            switch outcome {
+            case .queued: break
+            case .closed: continuation.resume(throwing: PGError.unavailable("the pool is closed"))
+            case .wake(let slot): slot.queue.async { self.serve(slot, batch: []) }
+            }
+        }
+    }
+
+    /// Most statements per batch: bounded so a blocking send can never fill the socket
+    /// while PostgreSQL waits for us to read (a pipeline deadlock).
+    static let batchLimit = 64
+
     /// Runs `body` inside BEGIN … COMMIT (ROLLBACK when it throws).
     public func transaction<T: Sendable>(_ body: @escaping @Sendable (PGConnection) throws -> T) async throws -> T {
         try await withConnection { try $0.transaction(body) }
@@ -77,22 +110,28 @@ public final class PGPool: Sendable {
 
     /// Fails every waiter and closes every connection. Later calls fail with `.unavailable`.
     public func close() {
-        let waiters = state.withLock { state in
+        let (waiters, pending) = state.withLock { state in
             state.closed = true
-            defer { state.waiters = [] }
-            return state.waiters
+            defer { state.waiters = []; state.pending = [] }
+            return (state.waiters, state.pending)
         }
         for waiter in waiters { waiter.continuation.resume(throwing: PGError.unavailable("the pool is closed")) }
+        for query in pending { query.continuation.resume(throwing: PGError.unavailable("the pool is closed")) }
         let slots = state.withLock { $0.idle }
         for slot in slots { slot.queue.sync { slot.connection = nil } }
     }
 
     // MARK: - Internals
 
-    private func run<T>(_ body: (PGConnection) throws -> T, on slot: Slot) throws -> T {
+    /// The slot's connection, replaced first if the server closed it. On the slot's queue.
+    private func liveConnection(_ slot: Slot) throws -> PGConnection {
         if let connection = slot.connection, !connection.isIdleAndAlive() { slot.connection = nil }
         if slot.connection == nil { slot.connection = try connect() }
-        let connection = slot.connection!
+        return slot.connection!
+    }
+
+    private func run<T>(_ body: (PGConnection) throws -> T, on slot: Slot) throws -> T {
+        let connection = try liveConnection(slot)
         defer {
             // A broken connection, or one left inside a transaction by a failed ROLLBACK, is not reused.
             if !connection.isUsable || !connection.isIdle { slot.connection = nil }
@@ -147,13 +186,41 @@ public final class PGPool: Sendable {
         }
     }
 
+    /// A slot is free: hand it to the longest waiter, else let it work through the batched
+    /// statements, else park it. Waiters go first so that batches cannot starve them.
     private func release(_ slot: Slot) {
-        let waiter = state.withLock { state -> CheckedContinuation<Slot, any Error>? in
-            if !state.waiters.isEmpty { return state.waiters.removeFirst().continuation }
+        enum Next { case waiter(CheckedContinuation<Slot, any Error>), batch([(sql: SQL, continuation: CheckedContinuation<PGRows, any Error>)]), idle }
+        let next: Next = state.withLock { state in
+            if !state.waiters.isEmpty { return .waiter(state.waiters.removeFirst().continuation) }
+            if !state.pending.isEmpty {
+                let count = min(state.pending.count, PGPool.batchLimit)
+                defer { state.pending.removeFirst(count) }
+                return .batch(Array(state.pending.prefix(count)))
+            }
             state.idle.append(slot)
-            return nil
+            return .idle
         }
-        waiter?.resume(returning: slot)
+        switch next {
+        case .waiter(let waiter): waiter.resume(returning: slot)
+        case .batch(let batch): slot.queue.async { self.serve(slot, batch: batch) }
+        case .idle: break
+        }
+    }
+
+    /// Runs one batch of statements on the slot's queue, then releases the slot (which may
+    /// bring the next batch). An empty batch just releases: a wake-up finds the work itself.
+    private func serve(_ slot: Slot, batch: [(sql: SQL, continuation: CheckedContinuation<PGRows, any Error>)]) {
+        if !batch.isEmpty {
+            do {
+                let connection = try liveConnection(slot)
+                let results = try connection.batch(batch.map(\.sql))
+                for (query, result) in zip(batch, results) { query.continuation.resume(with: result) }
+            } catch {
+                if let connection = slot.connection, !connection.isUsable || !connection.isIdle { slot.connection = nil }
+                for query in batch { query.continuation.resume(throwing: error) }
+            }
+        }
+        release(slot)
     }
 }
 

@@ -64,6 +64,36 @@ final class AuthTests: XCTestCase {
         await admin.close()
     }
 
+    /// Two replicas on one database: a token revoked through one is refused by the other,
+    /// although the other had it in its cache (NOTIFY flushes every replica's cache).
+    func testRevocationReachesOtherReplicas() async throws {
+        let replica = try APIServer(sharing: server)
+        let admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
+        let created = try await admin.call("POST", "/api/v1/tokens", #"{"name":"ci","role":"viewer"}"#)
+        let secret = try XCTUnwrap(created.json["secret"]?.stringValue)
+        let id = try XCTUnwrap(created.json["token"]?["id"]?.stringValue)
+        let onReplica = APIClient(port: replica.port, token: secret, wire: .h2)
+        // Wait until the replica's listener is up (its cache is off until then), then warm its cache.
+        for _ in 0..<100 where replica.api.cacheIsEnabledForTesting == false { try await Task.sleep(for: .milliseconds(20)) }
+        XCTAssertTrue(replica.api.cacheIsEnabledForTesting)
+        expect(try await onReplica.call("GET", "/api/v1/devices"), 200)
+        expect(try await onReplica.call("GET", "/api/v1/devices"), 200)
+        XCTAssertTrue(replica.api.cachesTokenForTesting(secret), "the replica now answers from its cache")
+
+        expect(try await admin.call("POST", "/api/v1/tokens/\(id)/revoke"), 200)
+        var status = 0
+        for _ in 0..<100 {
+            status = try await onReplica.call("GET", "/api/v1/devices").status
+            if status == 401 { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        XCTAssertEqual(status, 401, "the replica must refuse a revoked token")
+        XCTAssertFalse(replica.api.cachesTokenForTesting(secret))
+        await onReplica.close()
+        await admin.close()
+        await replica.stop()
+    }
+
     /// Secrets live in the database only as SHA-256 hashes.
     func testOnlyHashesAreStored() async throws {
         let admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)

@@ -19,12 +19,15 @@ enum TestCluster {
     /// Started on first use, stopped when the test process exits.
     static let shared: EmbeddedPostgres = {
         let directory = NSTemporaryDirectory() + "flotilla-pg-\(getpid())"
+        removeClustersOfDeadRuns()
         do {
             let cluster = try EmbeddedPostgres(dataDirectory: directory, durable: false)
             try cluster.start()
             atexit {
                 TestCluster.shared.stop()
-                try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + "flotilla-pg-\(getpid())")
+                for leftover in ["flotilla-pg-", "flotilla-unused-", "flotilla-tls-"] {
+                    try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + leftover + "\(getpid())")
+                }
             }
             let admin = try PGConnection(PGConnectionOptions(conninfo: cluster.conninfo(database: "postgres")))
             try admin.execute(unsafe: "CREATE DATABASE \(template)")
@@ -37,6 +40,16 @@ enum TestCluster {
             fatalError("cannot start the test PostgreSQL cluster: \(error)")
         }
     }()
+
+    /// A run that was killed (timeout, ^C) could not stop its cluster; do it for it.
+    private static func removeClustersOfDeadRuns() {
+        let temporary = NSTemporaryDirectory()
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: temporary)) ?? [] where name.hasPrefix("flotilla-pg-") {
+            guard let pid = Int32(name.dropFirst("flotilla-pg-".count)), kill(pid, 0) != 0 else { continue }
+            if let stale = try? EmbeddedPostgres(dataDirectory: temporary + name, durable: false) { stale.stopIfRunning() }
+            try? FileManager.default.removeItem(atPath: temporary + name)
+        }
+    }
 
     private static let counter = Mutex(0)
 
@@ -72,19 +85,25 @@ final class APIServer: @unchecked Sendable {
     let port: Int
     let conninfo: String
     let adminToken: String
+    let api: ManagementAPI
     var url: String { "http://127.0.0.1:\(port)" }
 
-    init(poolSize: Int = 4) throws {
-        let database = try TestCluster.freshDatabase()
-        conninfo = database.conninfo
-        let bootstrap = try PGConnection(PGConnectionOptions(conninfo: conninfo))
-        adminToken = try XCTUnwrap(ManagementAPI.bootstrapAdminToken(bootstrap))
+    /// A server on a fresh database, or a second replica on `sharing`'s database.
+    init(poolSize: Int = 4, sharing other: APIServer? = nil) throws {
+        if let other {
+            conninfo = other.conninfo
+            adminToken = other.adminToken
+        } else {
+            conninfo = try TestCluster.freshDatabase().conninfo
+            let bootstrap = try PGConnection(PGConnectionOptions(conninfo: conninfo))
+            adminToken = try XCTUnwrap(ManagementAPI.bootstrapAdminToken(bootstrap))
+        }
         var configuration = PGPool.Configuration(connection: PGConnectionOptions(conninfo: conninfo), size: poolSize)
         configuration.acquireTimeout = .seconds(2)
         pool = PGPool(configuration)
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        let api = ManagementAPI(db: pool, logger: logger)
+        api = ManagementAPI(db: pool, logger: logger, listen: PGConnectionOptions(conninfo: conninfo))
         server = try HTTPServer(configuration: .init(host: "127.0.0.1", port: 0, loopCount: 2),
                                 router: FlotillaAPI.makeRouter(management: api))
         port = try server.start().port
@@ -92,6 +111,7 @@ final class APIServer: @unchecked Sendable {
 
     func stop() async {
         await server.shutdown(gracePeriod: .seconds(2))
+        api.stop()
         pool.close()
     }
 }

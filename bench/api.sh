@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Management API throughput: `GET /api/v1/devices/{id}` (bearer token, 10,000 devices in
+# the embedded PostgreSQL) beside `/healthz` on the same server, in the same run.
+#
+#   bench/api.sh [ROUNDS] [SECONDS]      defaults: 5 rounds of 5 s per configuration
+#
+# h2load cycles through 200 random device ids. Prints the median req/s of each, their
+# ratio (target: ≥ 0.4) and the median p99 latency (from h2load's per-request log).
+# The server runs with --log-level warning so the figure is the API, not stderr; a last
+# row shows the cost of the default per-request log line. Not a test: nothing passes or fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-5}
+SECONDS_PER_RUN=${2:-5}
+./scripts/setup
+swift build -c release --product flotilla-server >&2
+BIN=.build/release/flotilla-server
+WORK=$(mktemp -d)
+chmod 711 "$WORK"  # the embedded PostgreSQL runs as `postgres` when we are root and must reach it
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+start() {  # name, log level → sets PORT and SERVER
+  PORT=$(free_port)
+  $BIN --listen 127.0.0.1:$PORT --data-dir "$WORK/data" --log-level "$2" > "$WORK/$1.log" 2>&1 &
+  SERVER=$!
+  wait_port "$PORT"
+}
+
+start quiet warning
+TOKEN=$(cat "$WORK/data/admin-token")
+PSQL="psql -X -q -t -A -h $WORK/data/run -U flotilla -d flotilla"
+$PSQL -c "INSERT INTO devices (name, labels, attributes, token_hash)
+          SELECT format('bench-%s', lpad(i::text, 5, '0')), jsonb_build_object('site', 'site-' || (i % 20)),
+                 jsonb_build_object('serial', md5(i::text)), sha256(i::text::bytea)
+          FROM generate_series(1, 10000) AS i" >/dev/null
+$PSQL -c "INSERT INTO groups (name) SELECT 'site-' || i FROM generate_series(0, 19) i" >/dev/null
+$PSQL -c "INSERT INTO group_members (group_id, device_id) SELECT g.id, d.id FROM devices d JOIN groups g ON g.name = d.labels->>'site'" >/dev/null
+$PSQL -c "ANALYZE" >/dev/null
+mapfile -t IDS < <($PSQL -c "SELECT id FROM devices ORDER BY random() LIMIT 200")
+URLS=(); for id in "${IDS[@]}"; do URLS+=("http://127.0.0.1:$PORT/api/v1/devices/$id"); done
+check=$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $TOKEN" "${URLS[0]}")
+[ "$check" = 200 ] || { echo "GET device answered $check" >&2; exit 1; }
+
+run() {  # log file, h2load args… → "req/s p99_ms"
+  local log=$1; shift
+  local out
+  out=$(h2load -D "$SECONDS_PER_RUN" --warm-up-time=1 -c 50 -m 10 -t 1 --log-file="$log" "$@" 2>/dev/null)
+  local rps; rps=$(awk '/^finished in/ { for (i = 1; i <= NF; i++) if ($(i+1) == "req/s,") { gsub(",", "", $i); print $i } }' <<<"$out")
+  local p99; p99=$(awk -F'\t' '{ print $3 }' "$log" | sort -n | awk '{ a[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.2f", a[i] / 1000 }')
+  local bad; bad=$(awk -F'\t' '$2 != 200' "$log" | wc -l)
+  [ "$bad" = 0 ] || echo "warning: $bad responses were not 200" >&2
+  echo "$rps $p99"
+}
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); 10,000 devices"
+echo "rounds: $ROUNDS x ${SECONDS_PER_RUN}s, h2load -c 50 -m 10 -t 1, alternating"
+: > "$WORK/h.txt"; : > "$WORK/a.txt"
+for _ in $(seq "$ROUNDS"); do
+  run "$WORK/h.tsv" "http://127.0.0.1:$PORT/healthz" >> "$WORK/h.txt"
+  run "$WORK/a.tsv" -H "authorization: Bearer $TOKEN" "${URLS[@]}" >> "$WORK/a.txt"
+done
+H=$(cut -d' ' -f1 < "$WORK/h.txt" | median); HP=$(cut -d' ' -f2 < "$WORK/h.txt" | median)
+A=$(cut -d' ' -f1 < "$WORK/a.txt" | median); AP=$(cut -d' ' -f2 < "$WORK/a.txt" | median)
+printf '%-34s %12s %10s\n' route req/s p99_ms
+printf '%-34s %12.0f %10s\n' "GET /healthz" "$H" "$HP"
+printf '%-34s %12.0f %10s\n' "GET /api/v1/devices/{id}" "$A" "$AP"
+printf 'ratio device/healthz: %.2f (target >= 0.40)\n' "$(awk -v a="$A" -v h="$H" 'BEGIN { print a / h }')"
+
+# The same request with the default request log on (one line per request to stderr).
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+start logged info
+URLS=(); for id in "${IDS[@]}"; do URLS+=("http://127.0.0.1:$PORT/api/v1/devices/$id"); done
+: > "$WORK/l.txt"
+for _ in $(seq "$ROUNDS"); do run "$WORK/l.tsv" -H "authorization: Bearer $TOKEN" "${URLS[@]}" >> "$WORK/l.txt"; done
+printf '%-34s %12.0f %10s\n' "GET device, --log-level info" "$(cut -d' ' -f1 < "$WORK/l.txt" | median)" "$(cut -d' ' -f2 < "$WORK/l.txt" | median)"
