@@ -21,11 +21,11 @@ extension ManagementAPI {
         let (id, name, labels, attributes, created, updated, seen, version, installed, groups) = try row.decode(
             String.self, String.self, JSONText.self, JSONText.self, Timestamp.self, Timestamp.self, Timestamp?.self,
             Int.self, JSONText.self, JSONText.self)
-        return .object([
-            "id": .string(id), "name": .string(name), "labels": .raw(labels.text), "attributes": .raw(attributes.text),
-            "created_at": .string(created.rfc3339), "updated_at": .string(updated.rfc3339),
-            "last_seen_at": seen.map { .string($0.rfc3339) } ?? .null, "version": .int(version),
-            "installed": .raw(installed.text), "groups": .raw(groups.text),
+        return .fields([
+            ("id", .string(id)), ("name", .string(name)), ("labels", .raw(labels.text)), ("attributes", .raw(attributes.text)),
+            ("groups", .raw(groups.text)), ("installed", .raw(installed.text)),
+            ("created_at", .string(created.rfc3339)), ("updated_at", .string(updated.rfc3339)),
+            ("last_seen_at", seen.map { .string($0.rfc3339) } ?? .null), ("version", .int(version)),
         ])
     }
 

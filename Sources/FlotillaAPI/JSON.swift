@@ -9,6 +9,19 @@
 import FlotillaTransport
 
 public indirect enum JSON: Sendable, Equatable {
+    public static func == (a: JSON, b: JSON) -> Bool {
+        switch (a, b) {
+        case (.null, .null): true
+        case (.bool(let x), .bool(let y)): x == y
+        case (.number(let x), .number(let y)): x == y
+        case (.string(let x), .string(let y)): x == y
+        case (.array(let x), .array(let y)): x == y
+        case (.raw(let x), .raw(let y)): x == y
+        case (.object, _), (.fields, _): a.objectValue == b.objectValue
+        case (.null, _), (.bool, _), (.number, _), (.string, _), (.array, _), (.raw, _): false
+        }
+    }
+
     case null
     case bool(Bool)
     /// The number's text as written (integers stay exact).
@@ -18,11 +31,20 @@ public indirect enum JSON: Sendable, Equatable {
     case object([String: JSON])
     /// Already-serialized JSON (a jsonb column), written as is.
     case raw(String)
+    /// An object written with its members in this order (responses built by the server:
+    /// no dictionary, no sorting on the hot path).
+    case fields([(String, JSON)])
 
     public static func int(_ value: Int) -> JSON { .number(String(value)) }
 
     public var stringValue: String? { if case .string(let s) = self { s } else { nil } }
-    public var objectValue: [String: JSON]? { if case .object(let o) = self { o } else { nil } }
+    public var objectValue: [String: JSON]? {
+        switch self {
+        case .object(let members): members
+        case .fields(let members): Dictionary(members, uniquingKeysWith: { $1 })
+        default: nil
+        }
+    }
     public var arrayValue: [JSON]? { if case .array(let a) = self { a } else { nil } }
     public var intValue: Int? { if case .number(let n) = self { Int(n) } else { nil } }
 
@@ -34,7 +56,7 @@ public indirect enum JSON: Sendable, Equatable {
         case .number: "a number"
         case .string: "a string"
         case .array: "an array"
-        case .object, .raw: "an object"
+        case .object, .raw, .fields: "an object"
         }
     }
 
@@ -61,6 +83,14 @@ public indirect enum JSON: Sendable, Equatable {
                 item.write(to: &out)
             }
             out += "]"
+        case .fields(let members):
+            out += "{"
+            for (index, member) in members.enumerated() {
+                if index > 0 { out += "," }
+                out += "\""; out += jsonEscape(member.0); out += "\":"
+                member.1.write(to: &out)
+            }
+            out += "}"
         case .object(let members):
             out += "{"
             for (index, key) in members.keys.sorted().enumerated() {

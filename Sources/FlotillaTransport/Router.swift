@@ -29,7 +29,15 @@ public struct Router: Sendable {
         let pattern: String
         let segments: [Segment]
         let handler: RouteHandler
-        var literalCount: Int { segments.filter { if case .literal = $0 { true } else { false } }.count }
+        let literalCount: Int
+
+        init(method: String, pattern: String, segments: [Segment], handler: RouteHandler) {
+            self.method = method
+            self.pattern = pattern
+            self.segments = segments
+            self.handler = handler
+            literalCount = segments.filter { if case .literal = $0 { true } else { false } }.count
+        }
     }
 
     public enum Match: Sendable {
@@ -39,6 +47,8 @@ public struct Router: Sendable {
     }
 
     private var routes: [Route] = []
+    /// Indices into `routes` by segment count: a path only ever matches routes of its length.
+    private var routesBySegmentCount: [Int: [Int]] = [:]
     /// Routes without parameters, by exact path: most requests are answered by one hash lookup.
     private var literalRoutes: [String: [String: RouteHandler]] = [:]
 
@@ -61,6 +71,7 @@ public struct Router: Sendable {
         precondition(!routes.contains { $0.method == method && $0.segments == segments },
                      "duplicate route \(method) \(pattern)")
         routes.append(Route(method: method, pattern: pattern, segments: segments, handler: handler))
+        routesBySegmentCount[segments.count, default: []].append(routes.count - 1)
         if !segments.contains(where: { if case .parameter = $0 { true } else { false } }) {
             let path = "/" + segments.map { if case .literal(let s) = $0 { s } else { "" } }.joined(separator: "/")
             literalRoutes[path, default: [:]][method] = handler
@@ -82,21 +93,34 @@ public struct Router: Sendable {
             return .found(handler, parameters: [:])
         }
         let parts = Router.split(path)
-        var best: (route: Route, parameters: [String: String])?
+        // Compare literals first and decode parameters only for the winner: this runs for
+        // every request to a route with `{params}`.
+        var best: Route?
         var allowed: [String] = []
-        for route in routes {
-            guard let parameters = Router.bind(route.segments, to: parts) else { continue }
+        for index in routesBySegmentCount[parts.count] ?? [] {
+            let route = routes[index]
+            guard Router.literalsMatch(route.segments, parts) else { continue }
             // HEAD is answered by the GET handler; the transport drops the body.
             if route.method == method || (method == "HEAD" && route.method == "GET") {
-                if best == nil || route.literalCount > best!.route.literalCount { best = (route, parameters) }
+                if best == nil || route.literalCount > best!.literalCount { best = route }
             } else if !allowed.contains(route.method) {
                 allowed.append(route.method)
             }
         }
-        if let best { return .found(best.route.handler, parameters: best.parameters) }
+        if let best {
+            guard let parameters = Router.bind(best.segments, to: parts) else { return .notFound }
+            return .found(best.handler, parameters: parameters)
+        }
         if allowed.isEmpty { return .notFound }
         if allowed.contains("GET") { allowed.append("HEAD") }
         return .methodNotAllowed(allowed: allowed.sorted())
+    }
+
+    private static func literalsMatch(_ segments: [Segment], _ parts: [Substring]) -> Bool {
+        for (segment, part) in zip(segments, parts) {
+            if case .literal(let text) = segment, part != text { return false }
+        }
+        return true
     }
 
     private static func split(_ path: String) -> [Substring] {
