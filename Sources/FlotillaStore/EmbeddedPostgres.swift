@@ -5,7 +5,9 @@
 //     <data-dir>/run/        its unix socket; it listens on no TCP port
 //
 // PostgreSQL refuses to run as root, so when we are root the binaries run as the
-// `postgres` user (runuser), which then owns postgres/ and run/.
+// `postgres` user (runuser), which then owns postgres/ and run/. If that user cannot
+// reach the data directory (it sits under /root), the cluster goes to
+// /var/lib/flotilla/<hash of the data directory> instead, and the log line says so.
 //
 // After a crash: a cluster still running from an earlier server (kill -9 leaves the
 // postmaster alive) is adopted, not started twice; a postmaster.pid whose process is
@@ -37,8 +39,12 @@ public final class EmbeddedPostgres: @unchecked Sendable {
     let runAsPostgres = geteuid() == 0
     private var running = false
 
-    public var clusterDirectory: String { dataDirectory + "/postgres" }
-    public var socketDirectory: String { dataDirectory + "/run" }
+    /// Where postgres/ and run/ live: the data directory, unless we are root and the
+    /// `postgres` user cannot reach it (a data directory under /root, say); then a
+    /// directory of its own under /var/lib/flotilla, named after the data directory.
+    public let clusterBase: String
+    public var clusterDirectory: String { clusterBase + "/postgres" }
+    public var socketDirectory: String { clusterBase + "/run" }
 
     public init(dataDirectory: String, durable: Bool = true) throws {
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
@@ -49,6 +55,16 @@ public final class EmbeddedPostgres: @unchecked Sendable {
         free(absolute)
         self.durable = durable
         binDirectory = try EmbeddedPostgres.findBinaries()
+        if runAsPostgres {
+            chmod(self.dataDirectory, 0o711)  // postgres passes through; it cannot list or read
+            let reachable = (try? runCommand(["/usr/sbin/runuser", "-u", "postgres", "--", "/usr/bin/test", "-x", self.dataDirectory]))?.status == 0
+            clusterBase = reachable ? self.dataDirectory
+                : "/var/lib/flotilla/" + hexString(Secrets.sha256(self.dataDirectory.utf8)).prefix(16)
+            try FileManager.default.createDirectory(atPath: clusterBase, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o711])
+        } else {
+            clusterBase = self.dataDirectory
+        }
         guard (socketDirectory + "/.s.PGSQL.5432").utf8.count < 108 else {
             throw EmbeddedPostgresError.setup("the data directory path is too long for a unix socket (\(socketDirectory)); choose a shorter --data-dir")
         }
@@ -121,13 +137,11 @@ public final class EmbeddedPostgres: @unchecked Sendable {
         guard let user = getpwnam("postgres") else {
             throw EmbeddedPostgresError.setup("running as root, but there is no `postgres` user to run PostgreSQL as")
         }
-        // The data directory itself stays root's; postgres only needs to pass through it.
-        chmod(dataDirectory, 0o711)
         for directory in [clusterDirectory, socketDirectory] {
             chown(directory, user.pointee.pw_uid, user.pointee.pw_gid)
         }
-        guard (try? run("/usr/bin/test", ["-x", dataDirectory])) != nil else {
-            throw EmbeddedPostgresError.setup("the postgres user cannot reach \(dataDirectory): every parent directory needs o+x, or pick another --data-dir")
+        guard (try? run("/usr/bin/test", ["-x", clusterBase])) != nil else {
+            throw EmbeddedPostgresError.setup("the postgres user cannot reach \(clusterBase): every parent directory needs o+x, or pick another --data-dir")
         }
     }
 

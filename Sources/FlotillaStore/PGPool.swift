@@ -2,11 +2,11 @@
 // blocking libpq calls, so no event loop and no cooperative-pool thread ever waits on
 // the database.
 //
-// Why blocking workers and not async libpq on the event loops: both were measured
-// (bench/db.sh, numbers in README): with a read source on PQsocket every result costs a
-// Dispatch wake-up plus a hop back to the caller, the same as a worker, while libpq's
-// non-blocking API needs a flush/consume/isBusy dance per statement. The worker form was
-// as fast or faster and keeps each connection's code straight-line.
+// Why blocking workers and not async libpq on the event loops: a worker keeps each
+// connection's code straight-line (send, read, done), and its cost is one queue hop per
+// *batch*, not per statement, because `query` batches concurrent statements into one
+// pipeline. The async form (a read source on PQsocket driving PQconsumeInput/PQisBusy)
+// was not built to compare; bench/api.sh is where that comparison belongs.
 //
 // Callers borrow a connection for one synchronous closure:
 //
