@@ -65,7 +65,7 @@ struct DatabaseOptions: ParsableArguments {
             let connection = try PGConnection(PGConnectionOptions(conninfo: conninfo, statementTimeoutMillis: 0))
             let applied = try Migrator.migrate(connection, migrationFiles)
             for migration in applied { log("applied migration \(migration.version) \(migration.name)") }
-            return OpenDatabase(options: options, cluster: cluster, connection: connection)
+            return OpenDatabase(options: options, cluster: cluster)
         } catch {
             cluster?.stop()
             throw error
@@ -76,13 +76,11 @@ struct DatabaseOptions: ParsableArguments {
 struct OpenDatabase {
     let options: PGConnectionOptions
     let cluster: EmbeddedPostgres?
-    /// The connection that migrated; used once more for the admin token, then closed.
-    let connection: PGConnection
 
     /// Creates the first admin token on an empty database, prints it once and saves it
     /// (mode 0600) to <data-dir>/admin-token.
     func bootstrapAdminToken(dataDir: String, log: (String) -> Void) throws {
-        guard let secret = try ManagementAPI.bootstrapAdminToken(connection) else { return }
+        guard let secret = try ManagementAPI.bootstrapAdminToken(PGConnection(options)) else { return }
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
         let path = dataDir + "/admin-token"
         let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
