@@ -54,7 +54,7 @@ let package = Package(
         ]),
 
         // Helpers shared by the test targets (raw sockets, processes, certificates).
-        .target(name: "FlotillaTestSupport", dependencies: ["FlotillaTransport"], path: "Tests/FlotillaTestSupport"),
+        .target(name: "FlotillaTestSupport", dependencies: ["FlotillaTransport", "FlotillaStore"], path: "Tests/FlotillaTestSupport"),
         .testTarget(name: "FlotillaTransportTests", dependencies: ["FlotillaTransport", "FlotillaAPI", "CNghttp2", "FlotillaTestSupport"]),
         .testTarget(name: "FlotillaServerTests", dependencies: [
             "FlotillaStore", "FlotillaAPI", "FlotillaTransport", "FlotillaTestSupport",

@@ -106,7 +106,7 @@ extension ManagementAPI {
                     """)
             }
             let items = try rows.map(Self.deviceJSON)
-            return page(items, limit: limit) { try! rows[$0].decode(String.self, column: "name") }
+            return try page(items, limit: limit) { try rows[$0].decode(String.self, column: "name") }
         }
 
         route(&router, "GET", "/api/v1/devices/{device}", role: .viewer) { request, _ in
@@ -154,17 +154,19 @@ extension ManagementAPI {
 
         route(&router, "GET", "/api/v1/devices/{device}/groups", role: .viewer) { request, _ in
             let ident = request.pathParameters["device"]!
-            let (exists, rows) = try await db.withConnection { conn in
-                (try !conn.query("SELECT 1 FROM devices d WHERE \(Self.deviceMatch(ident))").isEmpty,
-                 try conn.query("""
+            let results = try await db.withConnection { conn in
+                try conn.pipeline([
+                    "SELECT 1 FROM devices d WHERE \(Self.deviceMatch(ident))",
+                    """
                     SELECT \(unsafe: Self.groupColumns) FROM groups g
                     WHERE g.id IN (SELECT m.group_id FROM group_members m JOIN devices d ON d.id = m.device_id
                                    WHERE \(Self.deviceMatch(ident)))
                     ORDER BY g.name
-                    """))
+                    """,
+                ])
             }
-            guard exists else { throw APIError.notFound("no device '\(ident)'") }
-            return .json(200, JSON.object(["items": .array(try rows.map(Self.groupJSON))]).serialized)
+            guard !results[0].isEmpty else { throw APIError.notFound("no device '\(ident)'") }
+            return .json(200, JSON.object(["items": .array(try results[1].map(Self.groupJSON))]).serialized)
         }
     }
 }

@@ -42,7 +42,7 @@ extension ManagementAPI {
             try query.finish()
             let condition = filters.isEmpty ? SQL("true") : SQL.join(filters, separator: " AND ")
             let rows = try await db.query("SELECT \(unsafe: Self.groupColumns) FROM groups g WHERE \(condition) ORDER BY g.name LIMIT \(limit + 1)")
-            return page(try rows.map(Self.groupJSON), limit: limit) { try! rows[$0].decode(String.self, column: "name") }
+            return try page(try rows.map(Self.groupJSON), limit: limit) { try rows[$0].decode(String.self, column: "name") }
         }
 
         route(&router, "GET", "/api/v1/groups/{group}", role: .viewer) { request, _ in
@@ -95,7 +95,7 @@ extension ManagementAPI {
                     """)
             }
             guard let rows else { throw APIError.notFound("no group '\(ident)'") }
-            return page(try rows.map(Self.deviceJSON), limit: limit) { try! rows[$0].decode(String.self, column: "name") }
+            return try page(try rows.map(Self.deviceJSON), limit: limit) { try rows[$0].decode(String.self, column: "name") }
         }
 
         // Add devices (ids or names). Adding a member twice is not an error.

@@ -52,8 +52,6 @@ struct BodyReader {
         self.members = members
     }
 
-    func has(_ key: String) -> Bool { members[key] != nil }
-
     mutating func problem(_ field: String, _ message: String) {
         problems.append(Problem(field: field, message: message))
     }
@@ -166,8 +164,8 @@ enum Cursor {
     }
 }
 
-/// A page of items plus where the next one starts.
-func page(_ items: [JSON], limit: Int, key: (Int) -> String) -> HTTPResponse {
-    let next: JSON = items.count > limit ? .string(Cursor.encode(key(limit - 1))) : .null
+/// A page of items plus where the next one starts (`key(i)`: the sort key of item i).
+func page(_ items: [JSON], limit: Int, key: (Int) throws -> String) rethrows -> HTTPResponse {
+    let next: JSON = items.count > limit ? .string(Cursor.encode(try key(limit - 1))) : .null
     return .json(200, JSON.object(["items": .array(Array(items.prefix(limit))), "next_cursor": next]).serialized)
 }

@@ -57,7 +57,7 @@ public final class EmbeddedPostgres: @unchecked Sendable {
         binDirectory = try EmbeddedPostgres.findBinaries()
         if runAsPostgres {
             chmod(self.dataDirectory, 0o711)  // postgres passes through; it cannot list or read
-            let reachable = (try? runCommand(["/usr/sbin/runuser", "-u", "postgres", "--", "/usr/bin/test", "-x", self.dataDirectory]))?.status == 0
+            let reachable = (try? ChildProcess.run("/usr/sbin/runuser", ["-u", "postgres", "--", "/usr/bin/test", "-x", self.dataDirectory]))?.status == 0
             clusterBase = reachable ? self.dataDirectory
                 : "/var/lib/flotilla/" + hexString(Secrets.sha256(self.dataDirectory.utf8)).prefix(16)
             try FileManager.default.createDirectory(atPath: clusterBase, withIntermediateDirectories: true,
@@ -84,7 +84,7 @@ public final class EmbeddedPostgres: @unchecked Sendable {
             try run("initdb", ["-D", clusterDirectory, "-U", "flotilla", "-A", "trust", "-E", "UTF8",
                                "--no-locale", "--no-instructions"] + (durable ? [] : ["--no-sync"]))
         }
-        if try isRunning() {
+        if isRunning() {
             log("adopting the PostgreSQL cluster left running in \(clusterDirectory)")
         } else {
             removeStalePidFile(log: log)
@@ -109,18 +109,12 @@ public final class EmbeddedPostgres: @unchecked Sendable {
 
     /// Stops a cluster this process did not start (one left behind by a killed process).
     public func stopIfRunning() {
-        if (try? isRunning()) == true {
+        if isRunning() {
             _ = try? run("pg_ctl", ["stop", "-D", clusterDirectory, "-m", "immediate", "-w", "-s"])
         }
     }
 
-    /// Restarts the cluster: tests use it to simulate a database outage and recovery.
-    public func restart() throws {
-        stop()
-        try start()
-    }
-
-    public func isRunning() throws -> Bool {
+    public func isRunning() -> Bool {
         // pg_ctl status: 0 running, 3 not running, 4 no cluster.
         (try? run("pg_ctl", ["status", "-D", clusterDirectory])) != nil
     }
@@ -160,7 +154,8 @@ public final class EmbeddedPostgres: @unchecked Sendable {
     private func run(_ tool: String, _ arguments: [String]) throws -> String {
         let executable = tool.hasPrefix("/") ? tool : binDirectory + "/" + tool
         let argv = runAsPostgres ? ["/usr/sbin/runuser", "-u", "postgres", "--", executable] + arguments : [executable] + arguments
-        let (status, output) = try runCommand(argv)
+        // In "/": postgres must be able to stand in its working directory.
+        let (status, output) = try ChildProcess.run(argv[0], Array(argv.dropFirst()), directory: "/")
         guard status == 0 else {
             throw EmbeddedPostgresError.commandFailed(([tool] + arguments).joined(separator: " "), output: output)
         }
@@ -170,7 +165,7 @@ public final class EmbeddedPostgres: @unchecked Sendable {
     /// `pg_config --bindir` when it has the server binaries, else the newest /usr/lib/postgresql/N/bin.
     static func findBinaries() throws -> String {
         let manager = FileManager.default
-        if let (status, output) = try? runCommand(["/usr/bin/env", "pg_config", "--bindir"]), status == 0 {
+        if let (status, output) = try? ChildProcess.run("/usr/bin/env", ["pg_config", "--bindir"]), status == 0 {
             let directory = output.trimmingTrailingWhitespace
             if manager.isExecutableFile(atPath: directory + "/initdb") { return directory }
         }
@@ -181,46 +176,4 @@ public final class EmbeddedPostgres: @unchecked Sendable {
         }
         throw EmbeddedPostgresError.binariesNotFound
     }
-}
-
-/// Runs `argv` with stdin from /dev/null, in "/" (postgres must be able to stand in its
-/// working directory), and returns its exit status and combined output.
-///
-/// posix_spawn + waitpid rather than Foundation's Process: Process's exit monitoring
-/// missed the exit of `pg_ctl start` (whose daemon child outlives it) and hung.
-func runCommand(_ argv: [String]) throws -> (status: Int32, output: String) {
-    var pipeFDs: [Int32] = [0, 0]
-    guard pipe(&pipeFDs) == 0 else { throw EmbeddedPostgresError.setup("pipe: \(String(cString: strerror(errno)))") }
-    // Only the child's stdout/stderr may hold the write end, or reading would never see EOF.
-    for fd in pipeFDs { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
-    posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2)
-    // `env -C /` changes directory in the child (posix_spawn_file_actions_addchdir_np is not imported).
-    let full = ["/usr/bin/env", "-C", "/"] + argv
-    var args: [UnsafeMutablePointer<CChar>?] = full.map { strdup($0) } + [nil]
-    defer { args.forEach { free($0) } }
-    var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, full[0], &actions, nil, &args, environ)
-    close(pipeFDs[1])
-    guard spawned == 0 else {
-        close(pipeFDs[0])
-        throw EmbeddedPostgresError.setup("cannot run \(argv[0]): \(String(cString: strerror(spawned)))")
-    }
-    var output: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let count = buffer.withUnsafeMutableBytes { read(pipeFDs[0], $0.baseAddress, $0.count) }
-        if count > 0 { output += buffer[0..<count]; continue }
-        if count < 0 && errno == EINTR { continue }
-        break
-    }
-    close(pipeFDs[0])
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    let exitCode = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-    return (exitCode, String(decoding: output, as: UTF8.self))
 }

@@ -77,42 +77,28 @@ public final class PGConnection {
     /// A restarted server closes every session; without this check the first query on each
     /// pooled connection would fail. Costs one poll(2).
     func isIdleAndAlive() -> Bool {
-        guard PQstatus(conn) == CONNECTION_OK, PQtransactionStatus(conn) == PQTRANS_IDLE else { return false }
+        guard isUsable, isIdle else { return false }
         var fd = pollfd(fd: PQsocket(conn), events: Int16(POLLIN), revents: 0)
-        let ready = poll(&fd, 1, 0)
-        if ready == 0 { return true }
+        if poll(&fd, 1, 0) == 0 { return true }
         // Something arrived while idle: a notice, a notification, or the goodbye of a dying server.
-        guard PQconsumeInput(conn) == 1 else { return false }
-        while let notify = PQnotifies(conn) { PQfreemem(notify) }
-        return PQstatus(conn) == CONNECTION_OK
+        return consumeNotifications() != nil
     }
 
-    /// Runs one parameterized statement and returns all of its rows.
+    /// Runs one parameterized statement and returns all of its rows. It goes through the
+    /// same pipeline path as batches, so a first use prepares and executes in one round
+    /// trip; inside BEGIN … COMMIT the Sync does not end the transaction.
     @discardableResult
     public func query(_ sql: SQL) throws -> PGRows {
-        let binds = sql.binds
-        if let name = try preparedName(for: sql) {
-            return try consume(withCStringArray(binds) { values in
-                PQexecPrepared(conn, name, Int32(binds.count), values, nil, nil, 0)
-            })
-        }
-        return try consume(withCStringArray(binds) { values in
-            PQexecParams(conn, sql.text, Int32(binds.count), nil, values, nil, nil, 0)
-        })
+        try runPipeline([sql], syncEach: true)[0].get()
     }
 
     /// Runs raw SQL through the simple protocol: several statements in one string are
     /// allowed (migration files). Never pass client input.
     public func execute(unsafe script: String) throws {
-        var result = PQexec(conn, script)
-        var failure: PGError?
-        while let current = result {
-            if failure == nil { failure = PGConnection.error(from: current, conn: conn) }
-            PQclear(current)
-            result = PQgetResult(conn)
-        }
-        if let failure { throw failure }
-        if !isUsable { throw PGError.connectionFailed(PGConnection.errorText(conn)) }
+        // PQexec returns the last statement's result; an error stops the script there.
+        let result = PQexec(conn, script)
+        defer { PQclear(result) }
+        if let failure = PGConnection.error(from: result, conn: conn) { throw failure }
     }
 
     /// BEGIN … COMMIT around `body`; ROLLBACK if it throws.
@@ -226,24 +212,6 @@ public final class PGConnection {
     }
 
     // MARK: - Internals
-
-    private func preparedName(for sql: SQL) throws -> String? {
-        if let name = statements[sql.text] { return name }
-        guard statements.count < PGConnection.statementCacheLimit else { return nil }
-        nextStatement += 1
-        let name = "s\(nextStatement)"
-        let result = PQprepare(conn, name, sql.text, Int32(sql.binds.count), nil)
-        defer { PQclear(result) }
-        if let error = PGConnection.error(from: result, conn: conn) { throw error }
-        statements[sql.text] = name
-        return name
-    }
-
-    private func consume(_ result: OpaquePointer?) throws -> PGRows {
-        defer { PQclear(result) }
-        if let error = PGConnection.error(from: result, conn: conn) { throw error }
-        return PGRows(result!)
-    }
 
     /// nil for a successful result.
     static func error(from result: OpaquePointer?, conn: OpaquePointer) -> PGError? {

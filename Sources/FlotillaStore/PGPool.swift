@@ -141,8 +141,7 @@ public final class PGPool: Sendable {
 
     private func connect() throws -> PGConnection {
         let now = monotonicNow()
-        let delay = UInt64(configuration.reconnectDelay.components.seconds) * 1_000_000_000
-            + UInt64(configuration.reconnectDelay.components.attoseconds / 1_000_000_000)
+        let delay = UInt64(nanoseconds(configuration.reconnectDelay))
         let tooSoon = state.withLock { state in
             state.lastConnectFailure.map { now &- $0 < delay } ?? false
         }
@@ -174,8 +173,7 @@ public final class PGPool: Sendable {
             case .closed:
                 continuation.resume(throwing: PGError.unavailable("the pool is closed"))
             case .wait(let id):
-                timers.asyncAfter(deadline: .now() + .nanoseconds(Int(timeout.components.seconds) * 1_000_000_000
-                                                                   + Int(timeout.components.attoseconds / 1_000_000_000))) {
+                timers.asyncAfter(deadline: .now() + .nanoseconds(nanoseconds(timeout))) {
                     let expired = self.state.withLock { state -> CheckedContinuation<Slot, any Error>? in
                         guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
                         return state.waiters.remove(at: index).continuation
@@ -212,11 +210,9 @@ public final class PGPool: Sendable {
     private func serve(_ slot: Slot, batch: [(sql: SQL, continuation: CheckedContinuation<PGRows, any Error>)]) {
         if !batch.isEmpty {
             do {
-                let connection = try liveConnection(slot)
-                let results = try connection.batch(batch.map(\.sql))
+                let results = try run({ try $0.batch(batch.map(\.sql)) }, on: slot)
                 for (query, result) in zip(batch, results) { query.continuation.resume(with: result) }
             } catch {
-                if let connection = slot.connection, !connection.isUsable || !connection.isIdle { slot.connection = nil }
                 for query in batch { query.continuation.resume(throwing: error) }
             }
         }
@@ -225,3 +221,7 @@ public final class PGPool: Sendable {
 }
 
 func monotonicNow() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+func nanoseconds(_ duration: Duration) -> Int {
+    Int(duration.components.seconds) * 1_000_000_000 + Int(duration.components.attoseconds / 1_000_000_000)
+}

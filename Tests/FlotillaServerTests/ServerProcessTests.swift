@@ -1,4 +1,5 @@
 import Foundation
+import FlotillaStore
 import FlotillaTestSupport
 import FlotillaTransport
 import XCTest
@@ -34,7 +35,7 @@ final class ServerProcessTests: XCTestCase {
                 }
                 startup += line
             }
-            throw SocketErrorText("flotilla-server printed no listening line; output: \(startup)")
+            throw ChildProcessError("flotilla-server printed no listening line; output: \(startup)")
         }
 
         func terminate(_ signal: Int32 = SIGTERM) -> (status: Int32, output: String) {

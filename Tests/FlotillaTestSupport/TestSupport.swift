@@ -2,6 +2,7 @@
 // TLS certificate, the built products. Real parts only: nothing here is a mock.
 
 import Foundation
+import FlotillaStore
 import FlotillaTransport
 #if canImport(Glibc)
 import Glibc
@@ -98,6 +99,12 @@ public final class RawSocket {
             if n < 0 { return errno == ECONNRESET }
         }
     }
+}
+
+/// Runs a command to completion and returns its exit status and output.
+@discardableResult
+public func runProcess(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, output: String) {
+    try ChildProcess.run(executable, arguments, environment: environment)
 }
 
 public func which(_ name: String) -> String? {

@@ -1,8 +1,8 @@
-// A child process started with posix_spawn and reaped with waitpid.
+// A child process started with posix_spawn and reaped with waitpid: the embedded
+// PostgreSQL's initdb/pg_ctl, and the tests' flotilla-server processes.
 //
-// Not Foundation's Process: on this toolchain its exit monitoring sometimes misses the
-// exit of a child that started daemons of its own (flotilla-server starting PostgreSQL),
-// and waitUntilExit() then hangs forever. This is small and deterministic.
+// Not Foundation's Process: on this toolchain its exit monitoring missed the exit of
+// `pg_ctl start` (whose daemon outlives it) and waitUntilExit() hung forever.
 
 import Foundation
 #if canImport(Glibc)
@@ -15,10 +15,14 @@ public final class ChildProcess: @unchecked Sendable {
     private var buffered: [UInt8] = []
     private var exitStatus: Int32?
 
-    /// Starts `executable` with stdout and stderr on one pipe and stdin from /dev/null.
-    public init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws {
+    /// Starts `executable` with stdout and stderr on one pipe and stdin from /dev/null;
+    /// in `directory` when given (through `env -C`: posix_spawn's chdir action is a GNU
+    /// extension Swift does not import).
+    public init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+                directory: String? = nil) throws {
         var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw SocketErrorText("pipe") }
+        guard pipe(&fds) == 0 else { throw ChildProcessError("pipe: \(String(cString: strerror(errno)))") }
+        // Only the child's stdout/stderr may hold the write end, or reading never sees EOF.
         for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -26,20 +30,29 @@ public final class ChildProcess: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
         posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
-        var argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+        let command = directory.map { ["/usr/bin/env", "-C", $0, executable] } ?? [executable]
+        var argv: [UnsafeMutablePointer<CChar>?] = (command + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         let env = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
         var envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup($0) } + [nil]
         defer { envp.forEach { free($0) } }
         var child: pid_t = 0
-        let rc = posix_spawn(&child, executable, &actions, nil, &argv, &envp)
+        let rc = posix_spawn(&child, command[0], &actions, nil, &argv, &envp)
         close(fds[1])
         guard rc == 0 else {
             close(fds[0])
-            throw SocketErrorText("posix_spawn \(executable): \(String(cString: strerror(rc)))")
+            throw ChildProcessError("cannot run \(executable): \(String(cString: strerror(rc)))")
         }
         pid = child
         output = fds[0]
+    }
+
+    /// Runs a command to completion: its exit status and combined output.
+    public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+                           directory: String? = nil) throws -> (status: Int32, output: String) {
+        let child = try ChildProcess(executable, arguments, environment: environment, directory: directory)
+        let output = child.readToEnd()
+        return (child.wait(), output)
     }
 
     deinit {
@@ -107,15 +120,7 @@ public final class ChildProcess: @unchecked Sendable {
     }
 }
 
-public struct SocketErrorText: Error, CustomStringConvertible {
+public struct ChildProcessError: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
-}
-
-/// Runs a command to completion and returns its exit status and output.
-@discardableResult
-public func runProcess(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, output: String) {
-    let child = try ChildProcess(executable, arguments, environment: environment)
-    let output = child.readToEnd()
-    return (child.wait(), output)
 }
