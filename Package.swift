@@ -23,9 +23,11 @@ let package = Package(
         .target(name: "CFlotillaShims", dependencies: ["COpenSSL"]),
 
         // The pure core: no I/O, no clock, no Foundation (.ci/run enforces it).
-        .target(name: "FlotillaCore"),
+        // JSON values, parser and writer: pure, shared by the core, the transport and the API.
+        .target(name: "FlotillaJSON"),
+        .target(name: "FlotillaCore", dependencies: ["FlotillaJSON"]),
         // HTTP/1.1 + HTTP/2 over raw sockets and Dispatch. Knows HTTP, nothing about fleets.
-        .target(name: "FlotillaTransport", dependencies: ["CNghttp2", "COpenSSL", "CFlotillaShims"],
+        .target(name: "FlotillaTransport", dependencies: ["FlotillaJSON", "CNghttp2", "COpenSSL", "CFlotillaShims"],
                 // Every connection's state is confined to one serial queue, so the runtime's
                 // exclusivity checks only cost time here (~3% of a request in the profile).
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]),
@@ -35,7 +37,7 @@ let package = Package(
         ]),
         // The routes. Knows fleets, nothing about sockets.
         .target(name: "FlotillaAPI", dependencies: [
-            "FlotillaCore", "FlotillaTransport", "FlotillaStore", "COpenSSL",
+            "FlotillaCore", "FlotillaJSON", "FlotillaTransport", "FlotillaStore", "COpenSSL",
             .product(name: "Logging", package: "swift-log"),
         ]),
 
@@ -55,6 +57,7 @@ let package = Package(
 
         // Helpers shared by the test targets (raw sockets, processes, certificates).
         .target(name: "FlotillaTestSupport", dependencies: ["FlotillaTransport", "FlotillaStore"], path: "Tests/FlotillaTestSupport"),
+        .testTarget(name: "FlotillaCoreTests", dependencies: ["FlotillaCore"]),
         .testTarget(name: "FlotillaTransportTests", dependencies: ["FlotillaTransport", "FlotillaAPI", "CNghttp2", "FlotillaTestSupport"]),
         .testTarget(name: "FlotillaServerTests", dependencies: [
             "FlotillaStore", "FlotillaAPI", "FlotillaTransport", "FlotillaTestSupport",

@@ -1,6 +1,7 @@
 // Routes that say whether the server is alive and what it is. More audiences (the
 // device API, the management API) will register their routes next to these.
 
+@_exported import FlotillaJSON  // JSON is part of the API's vocabulary (handlers and tests use it)
 import FlotillaCore
 import FlotillaTransport
 

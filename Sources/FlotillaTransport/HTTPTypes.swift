@@ -1,6 +1,8 @@
 // The HTTP vocabulary shared by HTTP/1.1, HTTP/2, the router and the handlers.
 // Deliberately Foundation-free: this sits on the hot path of every request.
 
+import FlotillaJSON
+
 /// An ordered list of header fields; lookups ignore case (HTTP/2 names are lowercase anyway).
 public struct HTTPHeaders: Sendable, Sequence, ExpressibleByDictionaryLiteral {
     public private(set) var fields: [(name: String, value: String)]
@@ -125,29 +127,6 @@ public struct HTTPError: Error, Sendable {
     public var response: HTTPResponse { .error(status, code: code, message: message, headers: headers, details: details) }
 }
 
-/// Escapes a string for inclusion between JSON quotes.
-public func jsonEscape(_ text: String) -> String {
-    // Most text (names, ids, timestamps) needs no escaping: answer without copying.
-    guard text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else {
-        return text
-    }
-    var out = ""
-    out.reserveCapacity(text.utf8.count)
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case _ where scalar.value < 0x20:
-            let hex = String(scalar.value, radix: 16)
-            out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-        default: out.unicodeScalars.append(scalar)
-        }
-    }
-    return out
-}
 
 /// Decodes %XX escapes; nil when an escape is malformed or the result is not UTF-8.
 public func percentDecode(_ text: String, plusAsSpace: Bool = false) -> String? {

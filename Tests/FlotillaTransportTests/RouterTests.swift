@@ -1,3 +1,4 @@
+import FlotillaJSON
 import XCTest
 @testable import FlotillaTransport
 

@@ -6,8 +6,6 @@
 // The parser is strict RFC 8259: no trailing commas, no comments, no duplicate keys,
 // nesting at most 64 deep.
 
-import FlotillaTransport
-
 public indirect enum JSON: Sendable, Equatable {
     public static func == (a: JSON, b: JSON) -> Bool {
         switch (a, b) {
@@ -297,4 +295,28 @@ public indirect enum JSON: Sendable, Equatable {
             byte >= 0x20 && byte < 0x7f ? String(UnicodeScalar(byte)) : "\\x" + String(byte, radix: 16)
         }
     }
+}
+
+/// Escapes a string for inclusion between JSON quotes.
+public func jsonEscape(_ text: String) -> String {
+    // Most text (names, ids, timestamps) needs no escaping: answer without copying.
+    guard text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else {
+        return text
+    }
+    var out = ""
+    out.reserveCapacity(text.utf8.count)
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where scalar.value < 0x20:
+            let hex = String(scalar.value, radix: 16)
+            out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+        default: out.unicodeScalars.append(scalar)
+        }
+    }
+    return out
 }
