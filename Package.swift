@@ -38,6 +38,7 @@ let package = Package(
         // The routes. Knows fleets, nothing about sockets.
         .target(name: "FlotillaAPI", dependencies: [
             "FlotillaCore", "FlotillaJSON", "FlotillaTransport", "FlotillaStore", "COpenSSL",
+            .product(name: "Yams", package: "Yams"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 

@@ -78,6 +78,15 @@ struct BodyReader {
         return object
     }
 
+    mutating func int(_ key: String, required: Bool = false, range: ClosedRange<Int>) -> Int? {
+        guard let value = value(key, required: required) else { return nil }
+        guard let number = value.intValue, range.contains(number) else {
+            problem(key, "must be an integer from \(range.lowerBound) to \(range.upperBound)")
+            return nil
+        }
+        return number
+    }
+
     mutating func stringArray(_ key: String, required: Bool = false, maxCount: Int = 1000) -> [String]? {
         guard let value = value(key, required: required) else { return nil }
         guard let items = value.arrayValue else { problem(key, "must be an array of strings, got \(value.kindName)"); return nil }

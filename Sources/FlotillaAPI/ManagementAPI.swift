@@ -15,13 +15,15 @@ public struct ManagementAPI: Sendable {
     let db: PGPool
     let logger: Logger
     let tokens = TokenCache()
+    let engine: ExecutionEngine
     private let listener: PGListener?
 
     /// With `listen`, a PGListener on that database keeps the token cache honest across
     /// replicas (see TokenCache); without it, every request looks its token up.
-    public init(db: PGPool, logger: Logger, listen: PGConnectionOptions? = nil) {
+    public init(db: PGPool, logger: Logger, listen: PGConnectionOptions? = nil, clock: WallClock = .system) {
         self.db = db
         self.logger = logger
+        engine = ExecutionEngine(db: db, clock: clock)
         listener = listen.map { [tokens] options in
             PGListener(options: options, channel: Self.tokenChannel,
                        onChange: { tokens.setEnabled($0) }, onNotify: { _ in tokens.invalidateAll() })
@@ -29,7 +31,10 @@ public struct ManagementAPI: Sendable {
     }
 
     /// Stops the token listener (at shutdown).
-    public func stop() { listener?.stop() }
+    public func stop() {
+        listener?.stop()
+        engine.waiters.wakeAll()
+    }
 
     static let tokenChannel = "flotilla_tokens"
 
@@ -37,23 +42,37 @@ public struct ManagementAPI: Sendable {
         registerTokenRoutes(on: &router)
         registerDeviceRoutes(on: &router)
         registerGroupRoutes(on: &router)
+        registerFlowRoutes(on: &router)
+        registerDeploymentRoutes(on: &router)
+        registerDeviceAPIRoutes(on: &router)
     }
 
     typealias Handler = @Sendable (HTTPRequest, Caller) async throws -> HTTPResponse
 
-    /// Registers `handler` behind authentication, error mapping and the request log.
+    /// Registers a management `handler` behind token authentication and a role check.
     func route(_ router: inout Router, _ method: String, _ pattern: String, role: Role, _ handler: @escaping Handler) {
+        serve(&router, method, pattern, authenticate: { [self] request in
+            let caller = try await authenticate(request)
+            guard caller.role.allows(role) else {
+                throw HTTPError(403, code: "forbidden", message: "this needs a token with the \(role.rawValue) role; yours is \(caller.role.rawValue)")
+            }
+            return caller
+        }, logName: { $0.tokenID }, handler)
+    }
+
+    /// The one wrapper every API route runs in: authentication, error mapping, the request log.
+    func serve<Who: Sendable>(_ router: inout Router, _ method: String, _ pattern: String,
+                              authenticate: @escaping @Sendable (HTTPRequest) async throws -> Who,
+                              logName: @escaping @Sendable (Who) -> String,
+                              _ handler: @escaping @Sendable (HTTPRequest, Who) async throws -> HTTPResponse) {
         router.add(method, pattern) { [self] request in
             let started = monotonicNanos()
             let requestID = Self.requestID(from: request)
-            var caller: Caller?
+            var caller: Who?
             var response: HTTPResponse
             do {
                 let authenticated = try await authenticate(request)
                 caller = authenticated
-                guard authenticated.role.allows(role) else {
-                    throw HTTPError(403, code: "forbidden", message: "this needs a token with the \(role.rawValue) role; yours is \(authenticated.role.rawValue)")
-                }
                 response = try await handler(request, authenticated)
             } catch let error as HTTPError {
                 response = error.response
@@ -72,7 +91,7 @@ public struct ManagementAPI: Sendable {
             logger.info("request", metadata: [
                 "request_id": .string(requestID), "method": .string(request.method), "path": .string(request.path),
                 "status": .stringConvertible(response.status), "duration_ms": .string(formatMillis(elapsed)),
-                "token": .string(caller?.tokenID ?? "-"),
+                "caller": .string(caller.map(logName) ?? "-"),
             ])
             return response
         }

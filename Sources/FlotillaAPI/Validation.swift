@@ -87,18 +87,28 @@ extension BodyReader {
 extension QueryReader {
     /// `k=v[,k=v…]`: devices whose labels contain every pair.
     mutating func labelSelector(_ text: String) -> [String: String]? {
+        var found: [Problem] = []
+        let pairs = Rules.labelSelector(text, field: "selector", problems: &found)
+        for problem in found { self.problem(problem.field, problem.message) }
+        return pairs
+    }
+}
+
+extension Rules {
+    /// Parses a label selector `k=v[,k=v…]`; nil (with a problem recorded) when malformed.
+    static func labelSelector(_ text: String, field: String, problems: inout [Problem]) -> [String: String]? {
         var pairs: [String: String] = [:]
         for term in text.split(separator: ",", omittingEmptySubsequences: false) {
             let parts = term.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             guard parts.count == 2 else {
-                problem("selector", "'\(term)' is not key=value (a selector is k=v[,k=v…])")
+                problems.append(Problem(field: field, message: "'\(term)' is not key=value (a selector is k=v[,k=v…])"))
                 return nil
             }
             let key = String(parts[0]), value = String(parts[1])
-            var problems: [Problem] = []
-            Rules.checkLabel(key: key, value: value, field: "selector", problems: &problems)
-            guard problems.isEmpty, pairs[key] == nil else {
-                problem("selector", problems.first?.message ?? "label '\(key)' appears twice")
+            var found: [Problem] = []
+            checkLabel(key: key, value: value, field: field, problems: &found)
+            guard found.isEmpty, pairs[key] == nil else {
+                problems.append(Problem(field: field, message: found.first?.message ?? "label '\(key)' appears twice"))
                 return nil
             }
             pairs[key] = value

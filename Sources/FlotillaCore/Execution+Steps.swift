@@ -68,7 +68,7 @@ extension Execution {
 
     /// The device is up and runs `version` of the app. Where a reboot was expected this
     /// completes it; elsewhere it tells us the device restarted or fell back on its own.
-    mutating func deviceBooted(version: String?, at now: Instant) -> Decision {
+    public mutating func deviceBooted(version: String?, at now: Instant) -> Decision {
         let seen = Action.recordInstalled(version: version)
         let onKnownGood = version != nil && version == knownGood
         let shown = version ?? "none"

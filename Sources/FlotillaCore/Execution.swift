@@ -113,8 +113,8 @@ public struct Execution: Sendable, Equatable {
     public mutating func operatorCanceled(at now: Instant) -> Decision {
         switch state {
         case .queued:
-            failure = Failure(.canceled, "canceled by an operator before it started")
-            return move(to: .canceled, deadline: nil, cause: "canceled")
+            failure = .canceledBeforeStart
+            return move(to: .canceled, deadline: nil, cause: Failure.canceledBeforeStart.message)
         case .downloading, .installing, .rebooting, .verifying:
             let decision = fail(Failure(.canceled, "canceled by an operator during step \(step)", step: step), at: now,
                                 ifNothingChanged: .canceled)
@@ -129,8 +129,8 @@ public struct Execution: Sendable, Equatable {
     public mutating func superseded(by deployment: String, at now: Instant) -> Decision {
         switch state {
         case .queued:
-            failure = Failure(.superseded, "superseded by deployment \(deployment)")
-            return move(to: .canceled, deadline: nil, cause: "superseded by \(deployment)")
+            failure = .superseded(by: deployment)
+            return move(to: .canceled, deadline: nil, cause: Failure.superseded(by: deployment).message)
         case .downloading, .installing, .rebooting, .verifying, .rollingBack:
             return .rejected("only queued executions are superseded; in-flight ones finish first")
         case .succeeded, .failed, .rolledBack, .rollbackFailed, .canceled:

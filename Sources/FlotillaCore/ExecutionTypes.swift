@@ -101,6 +101,13 @@ public struct Failure: Sendable, Equatable {
     }
 }
 
+extension Failure {
+    /// The reasons queued executions end with; the set-based SQL that cancels or supersedes
+    /// thousands of queued rows at once writes these same values.
+    public static let canceledBeforeStart = Failure(.canceled, "canceled by an operator before it started")
+    public static func superseded(by deployment: String) -> Failure { Failure(.superseded, "superseded by deployment \(deployment)") }
+}
+
 /// One report from the agent. `seq` grows with every report the agent sends for an
 /// execution; a repeated seq is a retry, a smaller one arrived late.
 public struct AgentReport: Sendable, Equatable {

@@ -63,6 +63,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Request log level: trace, debug, info, notice, warning, error, critical. Env: FLOTILLA_LOG_LEVEL.")
     var logLevel: String?
 
+    @Option(help: "Directory of flow definitions (*.yaml, *.json) applied at start-up (default: ./flows when it exists). Env: FLOTILLA_FLOWS.")
+    var flows: String?
+
+    @Option(help: "Seconds between sweeps for executions whose deadline passed.")
+    var sweepInterval: Double = 1
+
     @OptionGroup var database: DatabaseOptions
 
     func validate() throws {
@@ -112,6 +118,7 @@ struct Serve: AsyncParsableCommand {
         let management = ManagementAPI(db: pool, logger: Logger(label: "flotilla.http"), listen: opened.options)
         do {
             try opened.bootstrapAdminToken(dataDir: database.resolvedDataDir, log: say)
+            try applyFlowFiles(opened.options)
             server = try HTTPServer(
                 configuration: .init(host: address.host, port: address.port, tls: tls, limits: limits, loopCount: loops),
                 router: FlotillaAPI.makeRouter(management: management))
@@ -125,8 +132,10 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("cannot start: \(error)")
         }
 
+        let sweeper = startSweeper(management)
         let signal = await signals.next()
         say("received \(signal == SIGTERM ? "SIGTERM" : "SIGINT"), finishing in-flight requests")
+        sweeper.cancel()
         await server.shutdown(gracePeriod: .milliseconds(Int(shutdownGrace * 1000)))
         management.stop()
         pool.close()

@@ -129,7 +129,7 @@ final class ExecutionScenarioTests: XCTestCase {
 
     func testSupersededOnlyWhileQueued() {
         var e = fresh()
-        XCTAssertEqual(e.superseded(by: "d2", at: t0), .accepted([.logTransition(from: .queued, to: .canceled, cause: "superseded by d2")]))
+        XCTAssertEqual(e.superseded(by: "d2", at: t0), .accepted([.logTransition(from: .queued, to: .canceled, cause: "superseded by deployment d2")]))
         XCTAssertEqual(e.failure?.cause, .superseded)
     }
 }

@@ -5,36 +5,44 @@ import Logging
 import XCTest
 import Yams
 
-/// openapi/management.yaml and the router must describe the same API: every route the
-/// server knows is documented, and every documented route is served.
+/// openapi/management.yaml + openapi/device.yaml and the router must describe the same API:
+/// every route the server knows is documented, every documented route is served, and each
+/// audience's routes are in its own file (the device API is exactly /api/v1/agent/…).
 final class OpenAPITests: XCTestCase {
-    func loadSpec() throws -> [String: Any] {
-        let text = try String(contentsOfFile: TestCluster.repositoryRoot + "/openapi/management.yaml", encoding: .utf8)
+    static let specs = ["management", "device"]
+
+    func loadSpec(_ name: String) throws -> [String: Any] {
+        let text = try String(contentsOfFile: TestCluster.repositoryRoot + "/openapi/\(name).yaml", encoding: .utf8)
         return try XCTUnwrap(try Yams.load(yaml: text) as? [String: Any])
     }
 
     func testEveryRouteIsDocumentedAndEveryDocumentedRouteIsServed() throws {
-        let spec = try loadSpec()
-        let paths = try XCTUnwrap(spec["paths"] as? [String: Any])
         let methods: Set<String> = ["get", "post", "put", "patch", "delete", "head", "options"]
         var documented = Set<String>()
-        for (path, item) in paths {
-            for method in (item as? [String: Any] ?? [:]).keys where methods.contains(method) {
-                documented.insert("\(method.uppercased()) \(path)")
+        for name in Self.specs {
+            let paths = try XCTUnwrap(try loadSpec(name)["paths"] as? [String: Any])
+            for (path, item) in paths {
+                XCTAssertEqual(path.hasPrefix("/api/v1/agent/"), name == "device", "\(path) belongs in the other spec than \(name).yaml")
+                for method in (item as? [String: Any] ?? [:]).keys where methods.contains(method) {
+                    documented.insert("\(method.uppercased()) \(path)")
+                }
             }
         }
         // The pool never connects: only the route table is read.
         let pool = PGPool(.init(connection: PGConnectionOptions(conninfo: "host=/nonexistent dbname=x")))
         let router = FlotillaAPI.makeRouter(management: ManagementAPI(db: pool, logger: Logger(label: "openapi-test")))
         let routed = Set(router.routeTable.map { "\($0.method) \($0.pattern)" })
-        XCTAssertEqual(routed.subtracting(documented).sorted(), [], "routes missing from openapi/management.yaml")
+        XCTAssertEqual(routed.subtracting(documented).sorted(), [], "routes missing from openapi/*.yaml")
         XCTAssertEqual(documented.subtracting(routed).sorted(), [], "documented routes the server does not serve")
     }
 
     /// Each `{name}` in a path is declared as a path parameter, and every management
     /// operation documents its 401.
     func testPathParametersAndAuthErrorsAreDeclared() throws {
-        let spec = try loadSpec()
+        for name in Self.specs { try checkParametersAndAuth(try loadSpec(name)) }
+    }
+
+    func checkParametersAndAuth(_ spec: [String: Any]) throws {
         let components = (spec["components"] as? [String: Any])?["parameters"] as? [String: Any] ?? [:]
         func names(_ parameters: Any?) -> Set<String> {
             Set((parameters as? [Any] ?? []).compactMap { entry -> String? in

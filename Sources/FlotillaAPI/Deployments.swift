@@ -1,0 +1,176 @@
+// Deployments: what pipelines call. Create (idempotent with an Idempotency-Key), show
+// (status, counts per state, `?wait=N` until it finishes), the devices' executions, cancel.
+//
+// Creating one is set-based whatever the fleet size: one INSERT … SELECT for the
+// executions, one UPDATE to supersede older queued executions of the same app on the
+// targeted devices (in-flight ones finish first: the next poll hands out the newer one).
+
+import FlotillaCore
+import FlotillaStore
+import FlotillaTransport
+
+extension ManagementAPI {
+    func registerDeploymentRoutes(on router: inout Router) {
+        route(&router, "POST", "/api/v1/deployments", role: .admin) { request, _ in
+            let key = try Self.idempotencyKey(request)
+            let digest = Secrets.sha256(request.body)
+            var body = try BodyReader(request)
+            let flowSpec = body.object("flow", required: true)
+            let targetSpec = body.object("target", required: true)
+            let params = body.object("params") ?? [:]
+            try body.finish()
+            var problems: [Problem] = []
+            let flow = Self.readFlowReference(flowSpec, problems: &problems)
+            let target = Self.readTarget(targetSpec, problems: &problems)
+            if !problems.isEmpty { throw APIError.invalid(problems) }
+
+            if let key, let replay = try await replayIdempotent(key: key, digest: digest) { return replay }
+            guard let flowRow = try await db.query("""
+                SELECT name, version, app, definition FROM flows
+                WHERE name = \(flow.name) AND (\(flow.version)::int IS NULL OR version = \(flow.version)::int)
+                ORDER BY version DESC LIMIT 1
+                """).first else {
+                throw APIError.notFound(flow.version.map { "no flow '\(flow.name)' version \($0)" } ?? "no flow '\(flow.name)'")
+            }
+            let (flowName, flowVersion, app, definition) = try flowRow.decode(String.self, Int.self, String.self, JSONText.self)
+            let rendered: RenderedFlow
+            do {
+                rendered = try FlowDefinition.render(canonical: try JSON.parse(Array(definition.text.utf8)), params: params)
+            } catch let error as FlowInvalid {
+                throw APIError.invalid(error.problems.map { Problem(field: $0.path, message: $0.message) })
+            }
+            let now = Timestamp(engine.clock.now())
+            let (id, count, superseded) = try await db.transaction { conn -> (String, Int, Int) in
+                try Self.checkGroupsExist(conn, target.groups)
+                let id = try conflictOnDuplicate("this Idempotency-Key was just used by another request; retry to get its deployment") {
+                    try conn.query("""
+                        INSERT INTO deployments (flow_name, flow_version, app, app_version, params, target, steps, rollback, plans,
+                                                 rollback_timeout, device_count, idempotency_key, request_digest, created_at)
+                        VALUES (\(flowName), \(flowVersion), \(app), \(rendered.appVersion), \(JSONText(JSON.object(rendered.params).serialized))::jsonb,
+                                \(JSONText(target.json.serialized))::jsonb, \(JSONText(JSON.array(rendered.steps).serialized))::jsonb,
+                                \(JSONText(rendered.rollback.serialized))::jsonb, \(JSONText(ExecutionEngine.plansJSON(rendered.plans).serialized))::jsonb,
+                                \(rendered.rollbackTimeout), 0, \(key), \(Bytea(digest)), \(now)::timestamptz)
+                        RETURNING id::text
+                        """)[0].decode(String.self)
+                }
+                let superseded = try conn.query("""
+                    WITH s AS (
+                        UPDATE executions e SET state = 'canceled', failure = \(JSONText(ExecutionEngine.failureJSON(.superseded(by: id)).serialized))::jsonb,
+                            deadline_at = NULL, finished_at = \(now)::timestamptz, updated_at = \(now)::timestamptz, version = e.version + 1
+                        FROM devices d WHERE e.device_id = d.id AND e.app = \(app) AND e.state = 'queued' AND (\(target.condition))
+                        RETURNING e.id),
+                    ev AS (INSERT INTO execution_events (execution_id, from_state, to_state, cause, at)
+                           SELECT s.id, 'queued', 'canceled', \(Failure.superseded(by: id).message), \(now)::timestamptz FROM s)
+                    SELECT count(*) FROM s
+                    """)[0].decode(Int.self)
+                let count = try conn.query("""
+                    WITH i AS (
+                        INSERT INTO executions (deployment_id, device_id, app, known_good, created_at, updated_at)
+                        SELECT \(id)::uuid, d.id, \(app), coalesce(iv.known_good, iv.version), \(now)::timestamptz, \(now)::timestamptz
+                        FROM devices d LEFT JOIN installed_versions iv ON iv.device_id = d.id AND iv.app = \(app)
+                        WHERE \(target.condition)
+                        RETURNING 1)
+                    SELECT count(*) FROM i
+                    """)[0].decode(Int.self)
+                if count == 0 { throw APIError.invalid("target", "matches no devices") }
+                _ = try conn.query("UPDATE deployments SET device_count = \(count) WHERE id = \(id)::uuid")
+                return (id, count, superseded)
+            }
+            try await wakeTargets(of: id)
+            return .json(201, JSON.fields([
+                ("id", .string(id)), ("flow", .fields([("name", .string(flowName)), ("version", .int(flowVersion))])),
+                ("app", .string(app)), ("app_version", .string(rendered.appVersion)),
+                ("devices_targeted", .int(count)), ("superseded", .int(superseded)), ("status", .string("active")),
+            ]).serialized, headers: ["location": "/api/v1/deployments/\(id)"])
+        }
+
+        route(&router, "GET", "/api/v1/deployments", role: .viewer) { request, _ in
+            var query = try QueryReader(request, allowed: ["limit", "cursor"])
+            let limit = query.limit()
+            let after = query.cursor()
+            try query.finish()
+            // Newest first; the cursor is the last row's "created_at|id".
+            let parts = after?.split(separator: "|").map(String.init) ?? []
+            let rows = try await db.query("""
+                SELECT \(unsafe: Self.deploymentColumns) FROM deployments d
+                WHERE (\(parts.first)::timestamptz IS NULL OR (d.created_at, d.id) < (\(parts.first)::timestamptz, \(parts.last)::uuid))
+                ORDER BY d.created_at DESC, d.id DESC LIMIT \(limit + 1)
+                """)
+            return try page(try rows.map(Self.deploymentJSON), limit: limit) { index in
+                let (id, created) = (try rows[index].decode(String.self, column: "id"), try rows[index].decode(Timestamp.self, column: "created_at"))
+                return "\(created.rfc3339)|\(id)"
+            }
+        }
+
+        route(&router, "GET", "/api/v1/deployments/{id}", role: .viewer) { request, _ in
+            let id = request.pathParameters["id"]!
+            var query = try QueryReader(request, allowed: ["wait"])
+            let wait = query.waitSeconds(max: 3600)
+            try query.finish()
+            // `?wait=N`: answer once the deployment is no longer active, or after N seconds.
+            let started = monotonicNanos()
+            while true {
+                let deployment = try await loadDeployment(id)
+                let active = deployment.objectValue?["status"] == .string("active")
+                if !active || monotonicNanos() - started >= UInt64(wait) * 1_000_000_000 {
+                    return .json(200, deployment.serialized)
+                }
+                try await Task.sleep(for: .milliseconds(250))
+            }
+        }
+
+        route(&router, "GET", "/api/v1/deployments/{id}/devices", role: .viewer) { request, _ in
+            let id = request.pathParameters["id"]!
+            var query = try QueryReader(request, allowed: ["state", "limit", "cursor"])
+            let state = query["state"]
+            if let state, ExecutionState(rawValue: state) == nil {
+                query.problem("state", "must be one of \(ExecutionState.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            let limit = query.limit()
+            let after = query.cursor()
+            try query.finish()
+            _ = try await loadDeployment(id)  // 404 for an unknown deployment
+            let rows = try await db.query("""
+                SELECT \(unsafe: Self.executionColumns) FROM executions e JOIN devices dv ON dv.id = e.device_id
+                JOIN deployments d ON d.id = e.deployment_id
+                WHERE e.deployment_id = \(id)::uuid AND (\(state)::text IS NULL OR e.state = \(state))
+                  AND (\(after)::text IS NULL OR dv.name > \(after)) ORDER BY dv.name LIMIT \(limit + 1)
+                """)
+            return try page(try rows.map(Self.executionJSON), limit: limit) { try rows[$0].decode(String.self, column: "name") }
+        }
+
+        route(&router, "POST", "/api/v1/deployments/{id}/cancel", role: .admin) { request, _ in
+            let id = request.pathParameters["id"]!
+            guard isUUID(id) else { throw APIError.notFound("no deployment '\(id)'") }
+            let now = Timestamp(engine.clock.now())
+            let canceled = Failure.canceledBeforeStart
+            let (queued, inFlight) = try await db.transaction { conn -> (Int, [String]) in
+                guard try !conn.query("""
+                    UPDATE deployments SET canceled_at = coalesce(canceled_at, \(now)::timestamptz) WHERE id = \(id)::uuid RETURNING 1
+                    """).isEmpty else { throw APIError.notFound("no deployment '\(id)'") }
+                let queued = try conn.query("""
+                    WITH c AS (
+                        UPDATE executions SET state = 'canceled', failure = \(JSONText(ExecutionEngine.failureJSON(canceled).serialized))::jsonb,
+                            finished_at = \(now)::timestamptz, updated_at = \(now)::timestamptz, version = version + 1
+                        WHERE deployment_id = \(id)::uuid AND state = 'queued' RETURNING id),
+                    ev AS (INSERT INTO execution_events (execution_id, from_state, to_state, cause, at)
+                           SELECT c.id, 'queued', 'canceled', \(canceled.message), \(now)::timestamptz FROM c)
+                    SELECT count(*) FROM c
+                    """)[0].decode(Int.self)
+                let inFlight = try conn.query("""
+                    SELECT id::text FROM executions
+                    WHERE deployment_id = \(id)::uuid AND state IN ('downloading', 'installing', 'rebooting', 'verifying')
+                    """).map { try $0.decode(String.self) }
+                return (queued, inFlight)
+            }
+            // Started executions go through the machine one by one: each stops or rolls back.
+            for execution in inFlight {
+                _ = try await engine.apply(execution, device: nil) { machine, now in machine.operatorCanceled(at: now) }
+            }
+            var deployment = try await loadDeployment(id).objectValue ?? [:]
+            deployment["canceled_queued"] = .int(queued)
+            deployment["stopped_in_flight"] = .int(inFlight.count)
+            return .json(200, JSON.object(deployment).serialized)
+        }
+    }
+}

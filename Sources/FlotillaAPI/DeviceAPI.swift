@@ -1,0 +1,127 @@
+// The device API (`/api/v1/agent/…`, openapi/device.yaml): what agents call with their
+// device token. A device sees and touches only its own executions (404 for others').
+//
+//   GET  /agent/next?wait=N           the next instruction (a manifest) or 204 after up to N s
+//   POST /agent/executions/{id}/reports   one report; the answer says continue, roll_back or stop
+//   POST /agent/heartbeat             installed versions, attributes, "I just booted"
+
+import FlotillaCore
+import FlotillaStore
+import FlotillaTransport
+
+struct DeviceCaller: Sendable {
+    let id: String
+}
+
+extension ManagementAPI {
+    /// Seconds between polls the server asks for when there is nothing to do, and the
+    /// jitter agents add so a fleet rebooted together does not poll in lockstep.
+    static let pollInterval = 30, pollJitter = 10
+
+    func deviceRoute(_ router: inout Router, _ method: String, _ pattern: String,
+                     _ handler: @escaping @Sendable (HTTPRequest, DeviceCaller) async throws -> HTTPResponse) {
+        serve(&router, method, pattern, authenticate: { [self] in try await authenticateDevice($0) },
+              logName: { "device:\($0.id)" }, handler)
+    }
+
+    func authenticateDevice(_ request: HTTPRequest) async throws -> DeviceCaller {
+        let header = request.headers["authorization"] ?? ""
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer", parts[1].hasPrefix("flt_d_"), parts[1].utf8.count <= 256 else {
+            throw HTTPError(401, code: "unauthorized", message: "send the device token: Authorization: Bearer flt_d_…",
+                            headers: ["www-authenticate": "Bearer"])
+        }
+        let hash = Secrets.sha256(parts[1].utf8)
+        guard let row = try await db.query("SELECT id::text, token_hash FROM devices WHERE token_hash = \(Bytea(hash))").first,
+              Secrets.constantTimeEquals(try row.decode(Bytea.self, column: "token_hash").bytes, hash) else {
+            throw HTTPError(401, code: "invalid_token", message: "the device token is unknown (was the device deleted?)",
+                            headers: ["www-authenticate": #"Bearer error="invalid_token""#])
+        }
+        return DeviceCaller(id: try row.decode(String.self, column: "id"))
+    }
+
+    func registerDeviceAPIRoutes(on router: inout Router) {
+        deviceRoute(&router, "GET", "/api/v1/agent/next") { request, device in
+            var query = try QueryReader(request, allowed: ["wait"])
+            let wait = query.waitSeconds(max: 300)
+            try query.finish()
+            // Register before looking, so a deployment created in between still wakes us.
+            let ticket = wait > 0 ? engine.waiters.register(device.id) : nil
+            defer { ticket.map(engine.waiters.finish) }
+            if let manifest = try await nextManifest(device.id) { return .json(200, manifest.serialized) }
+            if let ticket {
+                await engine.waiters.wait(ticket, seconds: wait)
+                if let manifest = try await nextManifest(device.id) { return .json(200, manifest.serialized) }
+            }
+            return HTTPResponse(status: 204, headers: ["x-poll-interval": "\(Self.pollInterval)", "x-poll-jitter": "\(Self.pollJitter)"])
+        }
+
+        deviceRoute(&router, "POST", "/api/v1/agent/executions/{id}/reports") { request, device in
+            let id = request.pathParameters["id"]!
+            let (report, stored) = try Self.readReport(request)
+            guard let (loaded, decision) = try await engine.apply(id, device: device.id, report: stored, { machine, now in
+                machine.agentReported(report, at: now)
+            }) else { throw APIError.notFound("no execution '\(id)' for this device") }
+            let m = loaded.machine
+            let answer: [(String, JSON)] = [
+                ("execution_id", .string(id)), ("state", .string(m.state.rawValue)), ("step", .int(m.step)),
+                ("directive", .string(m.state.directive.rawValue)),
+                ("deadline_at", m.deadline.map { .string(Timestamp($0).rfc3339) } ?? .null),
+            ]
+            switch decision {
+            case .accepted: return .json(200, JSON.fields(answer + [("result", .string("accepted"))]).serialized)
+            case .duplicate: return .json(200, JSON.fields(answer + [("result", .string("duplicate"))]).serialized)
+            case .stale: return .json(200, JSON.fields(answer + [("result", .string("stale"))]).serialized)
+            case .rejected(let reason):
+                throw HTTPError(409, code: "invalid_transition", message: reason, details: JSON.fields(answer).serialized)
+            }
+        }
+
+        deviceRoute(&router, "POST", "/api/v1/agent/heartbeat") { request, device in
+            var body = try BodyReader(request)
+            let installed = body.object("installed") ?? [:]
+            let attributes = body.attributes("attributes")
+            let booted = body.value("booted", required: false)
+            try body.finish()
+            var versions: [String: String] = [:]
+            var problems: [Problem] = []
+            for (app, value) in installed {
+                if let text = value.stringValue, !text.isEmpty, text.utf8.count <= 128, Rules.isName(app) { versions[app] = text } else {
+                    problems.append(Problem(field: "installed.\(app)", message: "app names are names; versions are strings of 1 to 128 bytes"))
+                }
+            }
+            if let booted, booted != .bool(true) && booted != .bool(false) { problems.append(Problem(field: "booted", message: "must be true or false")) }
+            if !problems.isEmpty { throw APIError.invalid(problems) }
+            let now = Timestamp(engine.clock.now())
+            let apps = versions.keys.sorted()
+            let appVersions = apps.map { versions[$0]! }
+            let reported = versions
+            let inFlight = try await db.withConnection { conn in
+                try conn.pipeline([
+                    """
+                    UPDATE devices SET last_seen_at = \(now)::timestamptz, attributes = coalesce(\(attributes)::jsonb, attributes)
+                    WHERE id = \(device.id)::uuid
+                    """,
+                    """
+                    INSERT INTO installed_versions (device_id, app, version, updated_at)
+                    SELECT \(device.id)::uuid, a, v, \(now)::timestamptz
+                    FROM unnest(\(PGTextArray(apps))::text[], \(PGTextArray(appVersions))::text[]) AS x(a, v)
+                    ON CONFLICT (device_id, app) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at
+                    """,
+                    """
+                    SELECT id::text, app FROM executions WHERE device_id = \(device.id)::uuid
+                    AND state IN ('downloading', 'installing', 'rebooting', 'verifying', 'rolling_back')
+                    """,
+                ])[2].map { try $0.decode(String.self, String.self) }
+            }
+            // "I just booted": each started execution learns which version the device came back with.
+            if booted == .bool(true) {
+                for (execution, app) in inFlight {
+                    let version = reported[app]
+                    _ = try await engine.apply(execution, device: device.id) { machine, now in machine.deviceBooted(version: version, at: now) }
+                }
+            }
+            return .json(200, JSON.fields([("poll_interval", .int(Self.pollInterval)), ("poll_jitter", .int(Self.pollJitter))]).serialized)
+        }
+    }
+}

@@ -1,0 +1,107 @@
+// What the device API reads and writes: the manifest an agent receives, the reports it
+// sends, and the deadline sweeper that acts for devices that went quiet.
+
+import FlotillaCore
+import FlotillaStore
+import FlotillaTransport
+
+extension ManagementAPI {
+    /// The device's next instruction: its execution in flight (again, e.g. after an agent
+    /// restart), else its oldest queued one whose app has nothing in flight. nil: nothing to do.
+    func nextManifest(_ device: String) async throws -> JSON? {
+        guard let row = try await db.query("""
+            SELECT e.id::text, e.deployment_id::text, e.app, d.app_version, e.known_good, e.state, e.step, e.attempt, e.seq,
+                   e.deadline_at, d.steps, d.rollback, d.flow_name, d.flow_version
+            FROM executions e JOIN deployments d ON d.id = e.deployment_id
+            WHERE e.device_id = \(device)::uuid
+              AND e.state IN ('queued', 'downloading', 'installing', 'rebooting', 'verifying', 'rolling_back')
+              AND (e.state <> 'queued' OR NOT EXISTS (
+                    SELECT 1 FROM executions o WHERE o.device_id = e.device_id AND o.app = e.app
+                    AND o.state IN ('downloading', 'installing', 'rebooting', 'verifying', 'rolling_back')))
+            ORDER BY e.state = 'queued', e.created_at LIMIT 1
+            """).first else { return nil }
+        let (id, deployment, app, version, knownGood, stateName, step, attempt, seq, deadline, steps, rollback, flowName, flowVersion) = try row.decode(
+            String.self, String.self, String.self, String.self, String?.self, String.self, Int.self, Int.self, Int.self,
+            Timestamp?.self, JSONText.self, JSONText.self, String.self, Int.self)
+        let directive = ExecutionState(rawValue: stateName)?.directive ?? .stop
+        return .fields([
+            ("execution", .fields([
+                ("id", .string(id)), ("deployment_id", .string(deployment)),
+                ("flow", .fields([("name", .string(flowName)), ("version", .int(flowVersion))])),
+                ("app", .string(app)), ("version", .string(version)), ("known_good", knownGood.map(JSON.string) ?? .null),
+                ("state", .string(stateName)), ("step", .int(step)), ("attempt", .int(attempt)), ("seq", .int(seq)),
+                ("directive", .string(directive.rawValue)), ("deadline_at", deadline.map { .string($0.rfc3339) } ?? .null),
+                ("steps", .raw(steps.text)), ("rollback", .raw(rollback.text)),
+            ])),
+        ])
+    }
+
+    /// The `event` of a report, as agents spell it.
+    enum ReportEvent: String, CaseIterable {
+        case stepStarted = "step_started", stepProgress = "step_progress", stepSucceeded = "step_succeeded"
+        case stepFailed = "step_failed", booted, rollbackSucceeded = "rollback_succeeded", rollbackFailed = "rollback_failed"
+    }
+
+    /// A report body → the machine's event, plus what is kept as the execution's last report.
+    static func readReport(_ request: HTTPRequest) throws -> (AgentReport, JSON) {
+        var body = try BodyReader(request)
+        let seq = body.int("seq", required: true, range: 1...Int(Int32.max))
+        let eventName = body.string("event", required: true)
+        let event = eventName.flatMap(ReportEvent.init(rawValue:))
+        let needsStep = eventName?.hasPrefix("step_") ?? false
+        let step = body.int("step", required: needsStep, range: 0...10_000)
+        let exitCode = body.int("exit_code", range: Int(Int32.min)...Int(Int32.max))
+        let message = body.string("message")
+        let logTail = body.string("log_tail")
+        let version = body.string("version")
+        let progress = body.value("progress", required: false)
+        if eventName != nil && event == nil {
+            body.problem("event", "must be one of \(ReportEvent.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if (message?.utf8.count ?? 0) > 4096 { body.problem("message", "is longer than 4096 bytes") }
+        if (logTail?.utf8.count ?? 0) > 65_536 { body.problem("log_tail", "is longer than 64 KiB; send the tail") }
+        if let progress, progress.objectValue == nil { body.problem("progress", "must be an object") }
+        try body.finish()
+        let index = step ?? 0
+        let agentEvent: AgentEvent = switch event ?? .rollbackFailed {  // finish() threw if it was missing
+        case .stepStarted: .stepStarted(step: index)
+        case .stepProgress: .stepProgress(step: index)
+        case .stepSucceeded: .stepSucceeded(step: index)
+        case .stepFailed: .stepFailed(step: index, message: message ?? "step \(index) failed", exitCode: exitCode, logTail: logTail)
+        case .booted: .booted(version: version)
+        case .rollbackSucceeded: .rollbackSucceeded
+        case .rollbackFailed: .rollbackFailed(message: message ?? "rollback failed", exitCode: exitCode, logTail: logTail)
+        }
+        var stored: [(String, JSON)] = [("seq", .int(seq ?? 0)), ("event", .string(eventName ?? ""))]
+        if let step { stored.append(("step", .int(step))) }
+        if let progress { stored.append(("progress", progress)) }
+        if let message { stored.append(("message", .string(message))) }
+        if let exitCode { stored.append(("exit_code", .int(exitCode))) }
+        if let version { stored.append(("version", .string(version))) }
+        return (AgentReport(seq: seq ?? 0, agentEvent), .fields(stored))
+    }
+
+    /// One pass of the deadline sweeper: overdue executions, each fed `deadlinePassed`.
+    /// Rows are claimed with FOR UPDATE SKIP LOCKED, so replicas sweeping at once split the
+    /// work instead of colliding. Returns how many executions moved.
+    @discardableResult
+    public func sweepDeadlines(limit: Int = 500) async throws -> Int {
+        let now = engine.clock.now()
+        let moved = try await db.transaction { [engine] conn -> [String] in
+            let overdue = try conn.query("""
+                SELECT \(unsafe: ExecutionEngine.columns) FROM executions e JOIN deployments d ON d.id = e.deployment_id
+                WHERE e.deadline_at <= \(Timestamp(now))::timestamptz
+                ORDER BY e.deadline_at LIMIT \(limit) FOR UPDATE OF e SKIP LOCKED
+                """).map(ExecutionEngine.decode)
+            var moved: [String] = []
+            for var loaded in overdue {
+                guard case .accepted(let actions) = loaded.machine.deadlinePassed(at: now) else { continue }
+                if try engine.write(conn, loaded, actions: actions, report: nil, at: now) { moved.append(loaded.deviceID) }
+            }
+            return moved
+        }
+        // The directive changed (roll back, stop): tell waiting agents now.
+        for device in Set(moved) { engine.waiters.wake(device) }
+        return moved.count
+    }
+}
