@@ -48,7 +48,8 @@ final class MigrationTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("migration 999 (broken) failed"), "\(error)")
         }
         XCTAssertTrue(try conn.query("SELECT 1 FROM pg_tables WHERE tablename = 'half'").isEmpty, "its own transaction rolled back")
-        XCTAssertEqual(try conn.query("SELECT max(version) FROM schema_migrations")[0].decode(Int.self), 1, "earlier ones stay applied")
+        let shipped = try Migrator.load(directory: TestCluster.migrationsDirectory).map(\.version).max()
+        XCTAssertEqual(try conn.query("SELECT max(version) FROM schema_migrations")[0].decode(Int.self), shipped, "earlier ones stay applied")
     }
 
     func testBadFileNamesAndUnknownAppliedVersions() throws {

@@ -89,7 +89,7 @@ final class APIServer: @unchecked Sendable {
     var url: String { "http://127.0.0.1:\(port)" }
 
     /// A server on a fresh database, or a second replica on `sharing`'s database.
-    init(poolSize: Int = 4, sharing other: APIServer? = nil) throws {
+    init(poolSize: Int = 4, sharing other: APIServer? = nil, clock: WallClock = .system) throws {
         if let other {
             conninfo = other.conninfo
             adminToken = other.adminToken
@@ -103,7 +103,7 @@ final class APIServer: @unchecked Sendable {
         pool = PGPool(configuration)
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        api = ManagementAPI(db: pool, logger: logger, listen: PGConnectionOptions(conninfo: conninfo))
+        api = ManagementAPI(db: pool, logger: logger, listen: PGConnectionOptions(conninfo: conninfo), clock: clock)
         server = try HTTPServer(configuration: .init(host: "127.0.0.1", port: 0, loopCount: 2),
                                 router: FlotillaAPI.makeRouter(management: api))
         port = try server.start().port
