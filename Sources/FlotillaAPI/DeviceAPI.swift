@@ -116,8 +116,9 @@ extension ManagementAPI {
             }
             // "I just booted": each started execution learns which version the device came back with.
             if booted == .bool(true) {
+                // An app the heartbeat does not mention tells us nothing: leave its execution alone.
                 for (execution, app) in inFlight {
-                    let version = reported[app]
+                    guard let version = reported[app] else { continue }
                     _ = try await engine.apply(execution, device: device.id) { machine, now in machine.deviceBooted(version: version, at: now) }
                 }
             }

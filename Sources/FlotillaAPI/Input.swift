@@ -36,16 +36,7 @@ struct BodyReader {
     private(set) var problems: [Problem] = []
 
     init(_ request: HTTPRequest) throws {
-        guard !request.body.isEmpty else {
-            throw HTTPError(400, code: "missing_body", message: "this request needs a JSON object body")
-        }
-        let value: JSON
-        do {
-            value = try JSON.parse(request.body)
-        } catch let error as JSON.ParseError {
-            throw HTTPError(400, code: "malformed_json", message: "malformed JSON: \(error.description)",
-                            details: JSON.object(["line": .int(error.line), "column": .int(error.column)]).serialized)
-        }
+        let value = try parseBody(request)
         guard let members = value.objectValue else {
             throw APIError.invalid("(body)", "must be a JSON object, got \(value.kindName)")
         }

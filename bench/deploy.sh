@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Deployments at fleet scale, and the cost of an idle agent poll.
+#
+#   bench/deploy.sh [ROUNDS] [SECONDS]     defaults: 5 rounds; 5 s per h2load run
+#
+# 1. Fan-out: POST /api/v1/deployments targeting a group of 100,000 devices (the flow
+#    hardhat-model from flows/), ROUNDS times; each round also supersedes the previous
+#    round's 100k queued executions. Prints the median wall time (target: < 1 s).
+# 2. Polls: h2load on GET /api/v1/agent/next with a device token and nothing pending,
+#    beside /healthz in the same run. Prints median req/s and the ratio (target: ≥ 0.3).
+# Not a test: nothing passes or fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-5}
+SECONDS_PER_RUN=${2:-5}
+./scripts/setup
+swift build -c release --product flotilla-server >&2
+BIN=.build/release/flotilla-server
+WORK=$(mktemp -d)
+chmod 711 "$WORK"
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+$BIN --listen 127.0.0.1:$PORT --data-dir "$WORK/data" --log-level warning > "$WORK/server.log" 2>&1 &
+for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
+TOKEN=$(cat "$WORK/data/admin-token")
+PSQL="psql -X -q -t -A -h $WORK/data/run -U flotilla -d flotilla"
+# Device i's token is flt_d_bench<i>; device 0 is outside the group (it polls with nothing pending).
+$PSQL -c "INSERT INTO devices (name, token_hash) SELECT format('dev-%s', lpad(i::text, 6, '0')), sha256(('flt_d_bench' || i)::bytea)
+          FROM generate_series(0, 100000) AS i" >/dev/null
+$PSQL -c "INSERT INTO groups (name) VALUES ('fleet')" >/dev/null
+$PSQL -c "INSERT INTO group_members (group_id, device_id) SELECT g.id, d.id FROM devices d, groups g WHERE d.name <> 'dev-000000'" >/dev/null
+$PSQL -c "ANALYZE" >/dev/null
+SHA=$(printf 'ab%.0s' $(seq 32))
+echo "machine: $(nproc) cores; 100,000 devices in group fleet"
+times=()
+for round in $(seq "$ROUNDS"); do
+  t=$(curl -s -o "$WORK/out.json" -w '%{time_total}' -H "authorization: Bearer $TOKEN" \
+        http://127.0.0.1:$PORT/api/v1/deployments \
+        -d '{"flow":{"name":"hardhat-model"},"target":{"groups":["fleet"]},"params":{"version":"'$round'","artifact":"'$SHA'","size":1}}')
+  grep -q '"devices_targeted":100000' "$WORK/out.json" || { cat "$WORK/out.json" >&2; exit 1; }
+  echo "  round $round: ${t}s ($(grep -o '"superseded":[0-9]*' "$WORK/out.json"))"
+  times+=("$t")
+done
+echo "fan-out 100k devices: median $(printf '%s\n' "${times[@]}" | median) s (target < 1 s)"
+
+poll() { h2load -D "$SECONDS_PER_RUN" --warm-up-time=1 -c 50 -m 10 -t 1 "$@" 2>/dev/null \
+           | awk '/^finished in/ { for (i = 1; i <= NF; i++) if ($(i+1) == "req/s,") { gsub(",", "", $i); print $i } }'; }
+h=(); p=()
+for round in $(seq "$ROUNDS"); do
+  h+=("$(poll http://127.0.0.1:$PORT/healthz)")
+  p+=("$(poll -H 'authorization: Bearer flt_d_bench0' "http://127.0.0.1:$PORT/api/v1/agent/next")")
+done
+H=$(printf '%s\n' "${h[@]}" | median); P=$(printf '%s\n' "${p[@]}" | median)
+echo "healthz: $H req/s; agent/next (nothing pending): $P req/s; ratio $(awk -v a="$P" -v b="$H" 'BEGIN { printf "%.2f", a / b }') (target ≥ 0.3)"
