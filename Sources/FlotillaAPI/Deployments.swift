@@ -88,9 +88,12 @@ extension ManagementAPI {
             var query = try QueryReader(request, allowed: ["limit", "cursor"])
             let limit = query.limit()
             let after = query.cursor()
-            try query.finish()
             // Newest first; the cursor is the last row's "created_at|id".
             let parts = after?.split(separator: "|").map(String.init) ?? []
+            if after != nil, parts.count != 2 || Timestamp(parsing: parts[0]) == nil || !isUUID(parts[1]) {
+                query.problem("cursor", "is not a cursor this server returned")
+            }
+            try query.finish()
             let rows = try await db.query("""
                 SELECT \(unsafe: Self.deploymentColumns) FROM deployments d
                 WHERE (\(parts.first)::timestamptz IS NULL OR (d.created_at, d.id) < (\(parts.first)::timestamptz, \(parts.last)::uuid))
