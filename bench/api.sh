@@ -8,20 +8,8 @@
 # ratio (target: ≥ 0.4) and the median p99 latency (from h2load's per-request log).
 # The server runs with --log-level warning so the figure is the API, not stderr; a last
 # row shows the cost of the default per-request log line. Not a test: nothing passes or fails.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-ROUNDS=${1:-5}
-SECONDS_PER_RUN=${2:-5}
-./scripts/setup
-swift build -c release --product flotilla-server >&2
-BIN=.build/release/flotilla-server
-WORK=$(mktemp -d)
-chmod 711 "$WORK"  # the embedded PostgreSQL runs as `postgres` when we are root and must reach it
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+source "$(dirname "$0")/common.sh"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
-median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 start() {  # name, log level → sets PORT and SERVER
   PORT=$(free_port)

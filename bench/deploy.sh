@@ -9,20 +9,10 @@
 # 2. Polls: h2load on GET /api/v1/agent/next with a device token and nothing pending,
 #    beside /healthz in the same run. Prints median req/s and the ratio (target: ≥ 0.3).
 # Not a test: nothing passes or fails.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-ROUNDS=${1:-5}
-SECONDS_PER_RUN=${2:-5}
-./scripts/setup
-swift build -c release --product flotilla-server >&2
-BIN=.build/release/flotilla-server
-WORK=$(mktemp -d)
-chmod 711 "$WORK"
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"' EXIT
-median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+source "$(dirname "$0")/common.sh"
+PORT=$(free_port)
 $BIN --listen 127.0.0.1:$PORT --data-dir "$WORK/data" --log-level warning > "$WORK/server.log" 2>&1 &
-for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.1; done
+wait_port "$PORT"
 TOKEN=$(cat "$WORK/data/admin-token")
 PSQL="psql -X -q -t -A -h $WORK/data/run -U flotilla -d flotilla"
 # Device i's token is flt_d_bench<i>; device 0 is outside the group (it polls with nothing pending).

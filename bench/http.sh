@@ -8,24 +8,13 @@
 # median req/s of each and their ratio. Both serve a 15-byte body (/healthz vs a file of
 # the same size). Ratios are the figures to quote; absolute req/s depend on the machine.
 # Not a test: nothing here passes or fails.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-ROUNDS=${1:-5}
-SECONDS_PER_RUN=${2:-5}
-./scripts/setup
-swift build -c release --product flotilla-server >&2
-BIN=.build/release/flotilla-server
-WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"' EXIT
-chmod 711 "$WORK"  # the embedded PostgreSQL runs as `postgres` when we are root and must reach its directory
+source "$(dirname "$0")/common.sh"
 ulimit -n 65536 2>/dev/null || ulimit -n 16384 2>/dev/null || true
 
 printf '{"status":"ok"}' > "$WORK/healthz"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$WORK/key.pem" \
   -out "$WORK/cert.pem" -days 2 -subj /CN=localhost 2>/dev/null
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 # Flotilla: default settings (one event loop per core). nghttpd: as many workers as cores.
 CORES=$(nproc)
@@ -41,7 +30,6 @@ rps() {  # url, extra h2load args…
   h2load -D "$SECONDS_PER_RUN" --warm-up-time=1 "$@" "$url" 2>/dev/null |
     awk '/^finished in/ { for (i = 1; i <= NF; i++) if ($(i+1) == "req/s,") { gsub(",", "", $i); print $i } }'
 }
-median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 echo "machine: $CORES cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "rounds: $ROUNDS x ${SECONDS_PER_RUN}s, alternating flotilla / nghttpd -n $CORES"

@@ -28,18 +28,25 @@ final class DeviceWaiters: Sendable {
     }
 
     /// Returns when the device is woken (or was, since `register`) or after `seconds`.
+    /// The timer is a child task canceled on wake-up, so woken polls leave nothing behind.
     func wait(_ ticket: Ticket, seconds: Int) async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let resumeNow = state.withLock { state -> Bool in
-                guard case .pending? = state.slots[ticket.device]?[ticket.number] else { return true }
-                state.slots[ticket.device]?[ticket.number] = .waiting(continuation)
-                return false
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let resumeNow = self.state.withLock { state -> Bool in
+                        guard case .pending? = state.slots[ticket.device]?[ticket.number] else { return true }
+                        state.slots[ticket.device]?[ticket.number] = .waiting(continuation)
+                        return false
+                    }
+                    if resumeNow { continuation.resume() }
+                }
             }
-            if resumeNow { continuation.resume(); return }
-            Task { [self] in
-                try? await Task.sleep(for: .seconds(seconds))
-                finish(ticket)
+            group.addTask {
+                // Timed out (not canceled): resume the waiting child through `finish`.
+                if (try? await Task.sleep(for: .seconds(seconds))) != nil { self.finish(ticket) }
             }
+            await group.next()
+            group.cancelAll()
         }
     }
 

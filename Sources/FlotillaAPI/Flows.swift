@@ -92,14 +92,3 @@ extension ManagementAPI {
         }
     }
 }
-
-/// The body as any JSON value (400 with line and column when malformed).
-func parseBody(_ request: HTTPRequest) throws -> JSON {
-    guard !request.body.isEmpty else { throw HTTPError(400, code: "missing_body", message: "this request needs a JSON body") }
-    do {
-        return try JSON.parse(request.body)
-    } catch let error as JSON.ParseError {
-        throw HTTPError(400, code: "malformed_json", message: "malformed JSON: \(error.description)",
-                        details: JSON.object(["line": .int(error.line), "column": .int(error.column)]).serialized)
-    }
-}

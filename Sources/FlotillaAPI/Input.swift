@@ -29,6 +29,17 @@ enum APIError {
     static func conflict(_ message: String) -> HTTPError { HTTPError(409, code: "conflict", message: message) }
 }
 
+/// The body as any JSON value (400 with line and column when malformed).
+func parseBody(_ request: HTTPRequest) throws -> JSON {
+    guard !request.body.isEmpty else { throw HTTPError(400, code: "missing_body", message: "this request needs a JSON body") }
+    do {
+        return try JSON.parse(request.body)
+    } catch let error as JSON.ParseError {
+        throw HTTPError(400, code: "malformed_json", message: "malformed JSON: \(error.description)",
+                        details: JSON.object(["line": .int(error.line), "column": .int(error.column)]).serialized)
+    }
+}
+
 /// The fields of a JSON object body, read one by one; `finish()` reports what was wrong.
 struct BodyReader {
     private let members: [String: JSON]

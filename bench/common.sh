@@ -1,0 +1,17 @@
+# Shared by the bench scripts (sourced, not run): arguments, a release build, a work
+# directory cleaned up on exit, and small helpers.
+#   ROUNDS=$1 (default 5), SECONDS_PER_RUN=$2 (default 5), BIN, WORK
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-5}
+SECONDS_PER_RUN=${2:-5}
+./scripts/setup
+swift build -c release --product flotilla-server >&2
+BIN=.build/release/flotilla-server
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+chmod 711 "$WORK"  # the embedded PostgreSQL runs as `postgres` when we are root and must reach its directory
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
