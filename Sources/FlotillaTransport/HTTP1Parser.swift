@@ -3,8 +3,9 @@
 // malformed Content-Lengths, a Transfer-Encoding not ending in chunked, obs-fold,
 // whitespace before a colon and bare CRs are all refused with 400.
 //
-// Bodies are buffered whole, up to `maxBodyBytes`; streaming bodies (artifact uploads)
-// will arrive with the artifact store.
+// Bodies are buffered whole, up to `maxBodyBytes`, unless the body policy (asked once
+// per request head: the connection routes it) says the route streams: then the body
+// comes out as `.bodyPart`s, up to that route's own limit.
 
 struct HTTP1RequestHead {
     var method: String
@@ -24,7 +25,15 @@ struct HTTP1ParseError: Error, Equatable {
 enum HTTP1ParseEvent {
     /// The head is in; the body (if any) is still coming. Lets the connection send `100 Continue`.
     case head(HTTP1RequestHead, bodyLength: Int?)
+    /// Some bytes of a streaming request's body.
+    case bodyPart([UInt8])
+    /// The request is complete (a streaming request's `body` is empty: it went out in parts).
     case request(HTTP1RequestHead, body: [UInt8])
+}
+
+struct HTTP1BodyPolicy {
+    var limit: Int
+    var streaming: Bool
 }
 
 struct HTTP1RequestParser {
@@ -48,8 +57,15 @@ struct HTTP1RequestParser {
     private var input = ByteBuffer()
     private var state = State.head(scanned: 0)
     private var body: [UInt8] = []
+    private var received = 0
+    /// Asked for every request head; without it, bodies are buffered up to `limits.maxBodyBytes`.
+    var bodyPolicy: ((HTTP1RequestHead) -> HTTP1BodyPolicy)?
+    private var policy: HTTP1BodyPolicy
 
-    init(limits: Limits) { self.limits = limits }
+    init(limits: Limits) {
+        self.limits = limits
+        policy = HTTP1BodyPolicy(limit: limits.maxBodyBytes, streaming: false)
+    }
 
     /// True while part of a request has arrived but not all of it (the slowloris clock runs).
     var isInsideHead: Bool {
@@ -86,6 +102,8 @@ struct HTTP1RequestParser {
                     Result { () throws(HTTP1ParseError) in try parseHead(UnsafeRawBufferPointer(rebasing: raw[0..<end.headEnd])) }
                 }.get()
                 input.consume(end.next)
+                policy = bodyPolicy?(head) ?? HTTP1BodyPolicy(limit: limits.maxBodyBytes, streaming: false)
+                received = 0
                 let length = try bodyFraming(head)
                 body = []
                 switch length {
@@ -94,40 +112,37 @@ struct HTTP1RequestParser {
                     return .request(head, body: [])
                 case .fixed(let count):
                     state = .fixed(head, remaining: count)
-                    body.reserveCapacity(count)
+                    if !policy.streaming { body.reserveCapacity(count) }
                     return .head(head, bodyLength: count)
                 case .chunked:
                     state = .chunkSize(head)
                     return .head(head, bodyLength: nil)
                 }
             case .fixed(let head, let remaining):
-                let take = min(remaining, input.readableCount)
-                input.withReadableBytes { body.append(contentsOf: $0[0..<take]) }
-                input.consume(take)
-                if take < remaining {
-                    state = .fixed(head, remaining: remaining - take)
-                    return nil
+                if remaining == 0 {
+                    state = .head(scanned: 0)
+                    defer { body = [] }
+                    return .request(head, body: body)
                 }
-                state = .head(scanned: 0)
-                defer { body = [] }
-                return .request(head, body: body)
+                let take = min(remaining, input.readableCount)
+                guard take > 0 else { return nil }
+                let part = absorb(take)
+                state = .fixed(head, remaining: remaining - take)
+                if let part { return .bodyPart(part) }
             case .chunkSize(let head):
                 guard let line = try takeLine(limit: 1024) else { return nil }
                 let size = try parseChunkSize(line)
-                guard body.count + size <= limits.maxBodyBytes else {
+                guard received + size <= policy.limit else {
                     throw HTTP1ParseError(status: 413, code: "body_too_large",
-                                          message: "request body exceeds \(limits.maxBodyBytes) bytes")
+                                          message: "request body exceeds \(policy.limit) bytes")
                 }
                 state = size == 0 ? .trailers(head, scanned: 0) : .chunkData(head, remaining: size)
             case .chunkData(let head, let remaining):
                 let take = min(remaining, input.readableCount)
-                input.withReadableBytes { body.append(contentsOf: $0[0..<take]) }
-                input.consume(take)
-                if take < remaining {
-                    state = .chunkData(head, remaining: remaining - take)
-                    return nil
-                }
-                state = .chunkEnd(head)
+                guard take > 0 else { return nil }
+                let part = absorb(take)
+                state = take < remaining ? .chunkData(head, remaining: remaining - take) : .chunkEnd(head)
+                if let part { return .bodyPart(part) }
             case .chunkEnd(let head):
                 guard let line = try takeLine(limit: 2) else { return nil }
                 guard line.isEmpty else { throw bad("chunk data is not followed by CRLF") }
@@ -143,6 +158,15 @@ struct HTTP1RequestParser {
                 state = .trailers(head, scanned: 0)
             }
         }
+    }
+
+    /// Takes `count` body bytes from the input: buffered, or returned as a part when streaming.
+    private mutating func absorb(_ count: Int) -> [UInt8]? {
+        received += count
+        defer { input.consume(count) }
+        if policy.streaming { return input.withReadableBytes { Array($0[0..<count]) } }
+        input.withReadableBytes { body.append(contentsOf: $0[0..<count]) }
+        return nil
     }
 
     // MARK: Head
@@ -287,8 +311,8 @@ struct HTTP1RequestParser {
         guard !first.isEmpty, first.count <= 18, first.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let count = Int(first) else {
             throw bad("malformed Content-Length")
         }
-        guard count <= limits.maxBodyBytes else {
-            throw HTTP1ParseError(status: 413, code: "body_too_large", message: "request body exceeds \(limits.maxBodyBytes) bytes")
+        guard count <= policy.limit else {
+            throw HTTP1ParseError(status: 413, code: "body_too_large", message: "request body exceeds \(policy.limit) bytes")
         }
         return count == 0 ? .none : .fixed(count)
     }

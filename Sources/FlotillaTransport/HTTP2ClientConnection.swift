@@ -208,7 +208,7 @@ final class HTTP2ClientConnection: ChannelHandler, @unchecked Sendable {
                 // Back on the loop with the next chunk (or an error): let nghttp2 ask again.
                 guard let session, let stream = streams[streamID] else { return }
                 if case .failure(let error) = result {
-                    stream.failure = error
+                    stream.failure = .bodyReadFailed(error.description)
                     nghttp2_submit_rst_stream(session, 0, streamID, UInt32(NGHTTP2_CANCEL.rawValue))
                 } else {
                     nghttp2_session_resume_data(session, streamID)

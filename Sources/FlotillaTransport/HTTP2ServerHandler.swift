@@ -4,6 +4,10 @@
 // nghttp2 calls back into this object through `user_data` (an unretained pointer:
 // the connection owns both the session and this handler). `nghttp2_session_del`
 // does not call on_stream_close, so stream state is owned here, on the Swift side.
+//
+// Flow control is ours (NO_AUTO_WINDOW_UPDATE): a buffered body's bytes are consumed as
+// they arrive, a streaming route's only when its handler has read them, so an upload
+// to a slow disk is throttled by the stream window instead of piling up in memory.
 
 import CNghttp2
 
@@ -18,6 +22,15 @@ final class HTTP2ServerHandler: ServerProtocolHandler, @unchecked Sendable {
         var headerBytes = 0
         var headersComplete = false
         var body: [UInt8] = []
+        /// Decided when the head is in; run when the body is (unless it streams).
+        var routed: Router.Routed?
+        /// A streaming route's body, fed as DATA arrives.
+        var bodyStream: HTTPBodyStream?
+        var bodyReceived = 0
+        /// DATA bytes handed to `bodyStream` that its reader has not taken yet (not yet credited).
+        var unconsumed = 0
+        var lastDataAt: UInt64 = 0
+        var responseFile: FileBodySource?
         /// Already answered (a handler's response or a transport error); later input is ignored.
         var responded = false
         var responseBody = OutgoingBody()
@@ -40,6 +53,7 @@ final class HTTP2ServerHandler: ServerProtocolHandler, @unchecked Sendable {
         nghttp2_option_new(&option)
         nghttp2_option_set_stream_reset_rate_limit(option, UInt64(context.limits.streamResetBurst),
                                                    UInt64(context.limits.streamResetRatePerSecond))
+        nghttp2_option_set_no_auto_window_update(option, 1)
         var session: OpaquePointer?
         nghttp2_session_server_new2(&session, serverCallbacks.pointer, Unmanaged.passUnretained(self).toOpaque(), option)
         nghttp2_option_del(option)
@@ -59,6 +73,13 @@ final class HTTP2ServerHandler: ServerProtocolHandler, @unchecked Sendable {
 
     deinit {
         nghttp2_session_del(session)
+    }
+
+    func connectionClosed() {
+        for stream in streams.values {
+            stream.bodyStream?.fail(HTTPBodyStream.brokenOff)
+            stream.responseFile?.close()
+        }
     }
 
     // MARK: Bytes from the socket
@@ -108,6 +129,11 @@ final class HTTP2ServerHandler: ServerProtocolHandler, @unchecked Sendable {
 
     func tick(now: UInt64) {
         guard let session else { return }
+        // An upload that stalled mid-body (while we were not the ones holding it back) would
+        // hold its handler forever: its handler answers 408.
+        for stream in streams.values where stream.unconsumed == 0 && now &- stream.lastDataAt > context.idleTimeoutNanos {
+            stream.bodyStream?.fail(HTTPError(408, code: "request_timeout", message: "the request body stopped arriving"))
+        }
         if streams.values.contains(where: { !$0.headersComplete && now &- $0.startedAt > context.headTimeoutNanos }) {
             // A stalled header block blocks the whole connection (nothing may interleave with it).
             nghttp2_session_terminate_session(session, UInt32(NGHTTP2_ENHANCE_YOUR_CALM.rawValue))
@@ -153,45 +179,96 @@ final class HTTP2ServerHandler: ServerProtocolHandler, @unchecked Sendable {
         guard let stream = streams[streamID] else { return }
         stream.headersComplete = true
         if stream.headerBytes > context.limits.maxHeaderBytes {
-            respondWithError(stream, 431, code: "headers_too_large",
-                             message: "request headers exceed \(context.limits.maxHeaderBytes) bytes")
-        } else if let length = stream.headers["content-length"].flatMap(Int.init), length > context.limits.maxBodyBytes {
-            respondWithError(stream, 413, code: "body_too_large",
-                             message: "request body exceeds \(context.limits.maxBodyBytes) bytes")
-        } else if endStream {
+            return respondWithError(stream, 431, code: "headers_too_large",
+                                    message: "request headers exceed \(context.limits.maxHeaderBytes) bytes")
+        }
+        let routed = context.route(makeRequest(stream))
+        let limit = context.bodyLimit(routed)
+        let length = stream.headers["content-length"].flatMap(Int.init)
+        if let length, length > limit {
+            return respondWithError(stream, 413, code: "body_too_large", message: "request body exceeds \(limit) bytes")
+        }
+        stream.routed = routed
+        if endStream {
+            dispatch(stream)
+        } else if case .streaming = routed {
+            let loop = channel.loop
+            stream.lastDataAt = monotonicNanos()
+            stream.bodyStream = HTTPBodyStream(expectedLength: length, limit: limit) { [weak self] count in
+                guard let handler = self else { return }
+                loop.execute { handler.credit(streamID, count) }
+            }
             dispatch(stream)
         }
     }
 
     fileprivate func data(_ streamID: Int32, _ bytes: UnsafeRawBufferPointer) {
-        guard let stream = streams[streamID], !stream.responded else { return }
-        guard stream.body.count + bytes.count <= context.limits.maxBodyBytes else {
-            respondWithError(stream, 413, code: "body_too_large",
-                             message: "request body exceeds \(context.limits.maxBodyBytes) bytes")
+        guard let stream = streams[streamID], !stream.responded else { return consume(streamID, bytes.count) }
+        stream.bodyReceived += bytes.count
+        if let body = stream.bodyStream {
+            stream.lastDataAt = monotonicNanos()
+            guard stream.bodyReceived <= body.limit else {
+                body.fail(HTTPBodyStream.tooLarge(body.limit))  // its handler answers 413
+                return consume(streamID, bytes.count)
+            }
+            guard !body.isFinished else { return consume(streamID, bytes.count) }
+            stream.unconsumed += bytes.count
+            body.yield(Array(bytes))
             return
+        }
+        consume(streamID, bytes.count)
+        guard stream.bodyReceived <= context.limits.maxBodyBytes else {
+            return respondWithError(stream, 413, code: "body_too_large",
+                                    message: "request body exceeds \(context.limits.maxBodyBytes) bytes")
         }
         stream.body.append(contentsOf: bytes)
     }
 
+    /// Lets the peer send `count` more bytes on the stream (and the connection).
+    private func consume(_ streamID: Int32, _ count: Int) {
+        guard let session, count > 0 else { return }
+        nghttp2_session_consume(session, streamID, count)
+    }
+
+    /// A streaming handler read `count` bytes: open the window by as much.
+    private func credit(_ streamID: Int32, _ count: Int) {
+        guard let stream = streams[streamID] else { return }
+        let count = min(count, stream.unconsumed)
+        stream.unconsumed -= count
+        consume(streamID, count)
+        scheduleFlush()
+    }
+
     fileprivate func endOfRequest(_ streamID: Int32) {
-        guard let stream = streams[streamID], !stream.responded else { return }
-        dispatch(stream)
+        guard let stream = streams[streamID] else { return }
+        if let body = stream.bodyStream { return body.finish() }
+        if !stream.responded { dispatch(stream) }
     }
 
     fileprivate func streamClosed(_ streamID: Int32) {
         // A handler still running for it finds no stream and its response is dropped.
-        streams[streamID] = nil
+        guard let stream = streams.removeValue(forKey: streamID) else { return }
+        stream.bodyStream?.fail(HTTPBodyStream.brokenOff)
+        stream.responseFile?.close()
+        // Bytes its reader never took still count against the connection window.
+        if let session, stream.unconsumed > 0 { nghttp2_session_consume_connection(session, stream.unconsumed) }
     }
 
-    private func dispatch(_ stream: Stream) {
+    private func makeRequest(_ stream: Stream) -> HTTPRequest {
         let (path, query) = HTTPRequest.splitTarget(stream.path)
         var headers = stream.headers
         if let authority = stream.authority { headers.add("host", authority) }
-        let request = HTTPRequest(method: stream.method, path: path, query: query, headers: headers,
-                                  body: stream.body, httpVersion: "2", remoteAddress: channel.peer?.host)
+        return HTTPRequest(method: stream.method, path: path, query: query, headers: headers,
+                           httpVersion: "2", remoteAddress: channel.peer?.host)
+    }
+
+    private func dispatch(_ stream: Stream) {
+        guard let routed = stream.routed else { return }
+        let body = stream.body
         stream.body = []
+        stream.routed = nil
         let id = stream.id
-        let immediate = context.dispatch(request, on: channel.loop) { response in
+        let immediate = context.run(routed, body: body, bodyStream: stream.bodyStream, on: channel.loop) { response in
             guard let stream = self.streams[id], !stream.responded else { return }
             self.submit(response, on: stream)
             self.scheduleFlush()
@@ -218,11 +295,15 @@ final class HTTP2ServerHandler: ServerProtocolHandler, @unchecked Sendable {
             guard !isConnectionSpecificHeader(lower), lower != "content-length" else { continue }
             fields.append((lower, value))
         }
-        if bodyAllowed { fields.append(("content-length", String(response.body.count))) }
+        if bodyAllowed { fields.append(("content-length", String(response.contentLength))) }
         fields.append(("date", HTTPDate.now))
         fields.append(("server", "flotilla"))
-        let sendsBody = bodyAllowed && stream.method != "HEAD" && !response.body.isEmpty
-        stream.responseBody = OutgoingBody(sendsBody ? response.body : [])
+        let sendsBody = bodyAllowed && stream.method != "HEAD" && response.contentLength > 0
+        if sendsBody, let file = response.file {
+            stream.responseFile = FileBodySource(file)
+        } else {
+            stream.responseBody = OutgoingBody(sendsBody ? response.body : [])
+        }
         var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: readResponseBody)
         let rc = withNGHTTP2Headers(fields) { nva, count in
             sendsBody ? nghttp2_submit_response(session, stream.id, nva, count, &provider)
@@ -234,7 +315,19 @@ final class HTTP2ServerHandler: ServerProtocolHandler, @unchecked Sendable {
     fileprivate func readBody(_ streamID: Int32, into buffer: UnsafeMutablePointer<UInt8>, capacity: Int,
                               flags: UnsafeMutablePointer<UInt32>) -> Int {
         guard let stream = streams[streamID] else { return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) }
-        return stream.responseBody.read(into: buffer, capacity: capacity, flags: flags)
+        guard let file = stream.responseFile else {
+            return stream.responseBody.read(into: buffer, capacity: capacity, flags: flags)
+        }
+        return file.read(into: buffer, capacity: capacity, flags: flags, loop: channel.loop) { [weak self] result in
+            // Back on the loop with the next chunk: let nghttp2 ask again (or give up on the stream).
+            guard let self, let session = self.session, self.streams[streamID] != nil else { return }
+            if case .failure = result {
+                nghttp2_submit_rst_stream(session, 0, streamID, UInt32(NGHTTP2_INTERNAL_ERROR.rawValue))
+            } else {
+                nghttp2_session_resume_data(session, streamID)
+            }
+            self.sendPending()
+        }
     }
 }
 

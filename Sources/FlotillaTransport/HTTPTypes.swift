@@ -43,6 +43,8 @@ public struct HTTPRequest: Sendable {
     public var query: String?
     public var headers: HTTPHeaders
     public var body: [UInt8]
+    /// A streaming route's body, arriving while its handler runs (`body` is then empty).
+    public var bodyStream: HTTPBodyStream?
     /// Values of the route's `{name}` segments, percent-decoded.
     public var pathParameters: [String: String] = [:]
     /// "1.0", "1.1" or "2".
@@ -84,12 +86,24 @@ public struct HTTPResponse: Sendable {
     public var status: Int
     public var headers: HTTPHeaders
     public var body: [UInt8]
+    /// When set, the body is this file region, streamed from disk (`body` is ignored).
+    public var file: HTTPFileBody?
 
     public init(status: Int, headers: HTTPHeaders = [:], body: [UInt8] = []) {
         self.status = status
         self.headers = headers
         self.body = body
     }
+
+    public init(status: Int, headers: HTTPHeaders = [:], file: HTTPFileBody) {
+        self.status = status
+        self.headers = headers
+        self.body = []
+        self.file = file
+    }
+
+    /// The Content-Length this response announces.
+    var contentLength: Int { file?.length ?? body.count }
 
     /// A JSON response from already-serialized JSON text.
     public static func json(_ status: Int, _ text: String, headers: HTTPHeaders = [:]) -> HTTPResponse {

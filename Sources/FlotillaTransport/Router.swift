@@ -16,6 +16,9 @@ public typealias ImmediateHandler = @Sendable (HTTPRequest) -> HTTPResponse
 public enum RouteHandler: Sendable {
     case async(HTTPHandler)
     case immediate(ImmediateHandler)
+    /// Runs as soon as the request head is in; the body arrives through `request.bodyStream`,
+    /// up to `limit` bytes (instead of the server-wide buffered-body limit).
+    case streaming(HTTPHandler, limit: Int)
 }
 
 public struct Router: Sendable {
@@ -62,6 +65,11 @@ public struct Router: Sendable {
     /// A synchronous, constant-time route answered on the event loop (probes only; see the top of this file).
     public mutating func immediate(_ method: String, _ pattern: String, _ handler: @escaping ImmediateHandler) {
         add(method, pattern, handler: .immediate(handler))
+    }
+
+    /// A route whose body is streamed to the handler rather than buffered (uploads).
+    public mutating func streaming(_ method: String, _ pattern: String, limit: Int, _ handler: @escaping HTTPHandler) {
+        add(method, pattern, handler: .streaming(handler, limit: limit))
     }
 
     private mutating func add(_ method: String, _ pattern: String, handler: RouteHandler) {
@@ -147,6 +155,8 @@ public struct Router: Sendable {
         case response(HTTPResponse)
         /// An async handler to run (off the event loop), with the request's path parameters filled in.
         case handler(HTTPHandler, HTTPRequest)
+        /// A streaming handler: start it at once and feed it the body as it arrives.
+        case streaming(HTTPHandler, HTTPRequest, limit: Int)
     }
 
     /// Matches `request` without running anything async: cheap enough for the event loop.
@@ -158,6 +168,7 @@ public struct Router: Sendable {
             switch handler {
             case .immediate(let body): return .response(body(request))
             case .async(let body): return .handler(body, request)
+            case .streaming(let body, let limit): return .streaming(body, request, limit: limit)
             }
         case .methodNotAllowed(let allowed):
             return .response(.error(405, code: "method_not_allowed",
@@ -185,6 +196,10 @@ public struct Router: Sendable {
         switch route(request) {
         case .response(let response): return response
         case .handler(let handler, let request): return await Router.run(handler, request)
+        case .streaming(let handler, var request, let limit):
+            if request.bodyStream == nil { request.bodyStream = .complete(request.body, limit: limit) }
+            request.body = []
+            return await Router.run(handler, request)
         }
     }
 }

@@ -78,6 +78,7 @@ final class ServerConnection: ChannelHandler, @unchecked Sendable {
     }
 
     func channelClosed(_ channel: SocketChannel, error: (any Error)?) {
+        if case .serving(let handler) = phase { handler.connectionClosed() }
         phase = .detecting(ByteBuffer())  // drops the protocol handler (and its nghttp2 session)
         registry.remove(self)
     }

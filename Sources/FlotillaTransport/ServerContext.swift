@@ -38,20 +38,38 @@ final class ServerContext: Sendable {
         headTimeoutNanos = limits.requestHeadTimeout.nanoseconds
     }
 
-    /// Routes `request`. An answer known at once (immediate route, 404, 405) is returned;
-    /// otherwise the handler runs off the event loop and `completion` gets its response on `loop`.
-    func dispatch(_ request: HTTPRequest, on loop: any EventLoop,
-                  completion: @escaping @Sendable (HTTPResponse) -> Void) -> HTTPResponse? {
-        switch router.route(request) {
+    /// Routes a request whose head is in (its body may still be coming): cheap enough for the loop.
+    func route(_ request: HTTPRequest) -> Router.Routed { router.route(request) }
+
+    /// The most body a routed request may have: a streaming route's own limit, else the server's.
+    func bodyLimit(_ routed: Router.Routed) -> Int {
+        if case .streaming(_, _, let limit) = routed { return limit }
+        return limits.maxBodyBytes
+    }
+
+    /// Runs a routed request with its body. An answer known at once (immediate route, 404,
+    /// 405) is returned; otherwise the handler runs off the event loop and `completion` gets
+    /// its response on `loop`. A streaming route gets `bodyStream` (or its whole `body`).
+    func run(_ routed: Router.Routed, body: [UInt8], bodyStream: HTTPBodyStream? = nil, on loop: any EventLoop,
+             completion: @escaping @Sendable (HTTPResponse) -> Void) -> HTTPResponse? {
+        let handler: HTTPHandler
+        var request: HTTPRequest
+        switch routed {
         case .response(let response):
             return response
-        case .handler(let handler, let request):
-            Task {
-                let response = await Router.run(handler, request)
-                loop.execute { completion(response) }
-            }
-            return nil
+        case .handler(let run, let routedRequest):
+            (handler, request) = (run, routedRequest)
+            request.body = body
+        case .streaming(let run, let routedRequest, let limit):
+            (handler, request) = (run, routedRequest)
+            request.bodyStream = bodyStream ?? .complete(body, limit: limit)
         }
+        let ready = request
+        Task {
+            let response = await Router.run(handler, ready)
+            loop.execute { completion(response) }
+        }
+        return nil
     }
 }
 
@@ -85,4 +103,6 @@ protocol ServerProtocolHandler: AnyObject {
     func tick(now: UInt64)
     /// Stop taking new requests, finish the ones in flight, then close.
     func beginGracefulShutdown()
+    /// The socket is gone: bodies still streaming to handlers break off, file reads stop.
+    func connectionClosed()
 }
