@@ -39,19 +39,29 @@ extension ManagementAPI {
             } catch let error as FlowInvalid {
                 throw APIError.invalid(error.problems.map { Problem(field: $0.path, message: $0.message) })
             }
+            var renderedSteps = rendered.steps
+            let downloads = try Self.artifactDownloads(&renderedSteps)
+            let steps = renderedSteps
             let now = Timestamp(engine.clock.now())
             let (id, count, superseded) = try await db.transaction { conn -> (String, Int, Int) in
                 try Self.checkGroupsExist(conn, target.groups)
+                try Self.checkArtifactsExist(conn, downloads)
                 let id = try conflictOnDuplicate("this Idempotency-Key was just used by another request; retry to get its deployment") {
                     try conn.query("""
                         INSERT INTO deployments (flow_name, flow_version, app, app_version, params, target, steps, rollback, plans,
                                                  rollback_timeout, device_count, idempotency_key, request_digest, created_at)
                         VALUES (\(flowName), \(flowVersion), \(app), \(rendered.appVersion), \(JSONText(JSON.object(rendered.params).serialized))::jsonb,
-                                \(JSONText(target.json.serialized))::jsonb, \(JSONText(JSON.array(rendered.steps).serialized))::jsonb,
+                                \(JSONText(target.json.serialized))::jsonb, \(JSONText(JSON.array(steps).serialized))::jsonb,
                                 \(JSONText(rendered.rollback.serialized))::jsonb, \(JSONText(ExecutionEngine.plansJSON(rendered.plans).serialized))::jsonb,
                                 \(rendered.rollbackTimeout), 0, \(key), \(Bytea(digest)), \(now)::timestamptz)
                         RETURNING id::text
                         """)[0].decode(String.self)
+                }
+                if !downloads.isEmpty {
+                    _ = try conn.query("""
+                        INSERT INTO deployment_artifacts (deployment_id, sha256)
+                        SELECT DISTINCT \(id)::uuid, unnest(\(PGTextArray(downloads.map(\.sha256)))::text[])
+                        """)
                 }
                 let superseded = try conn.query("""
                     WITH s AS (

@@ -16,13 +16,16 @@ public struct ManagementAPI: Sendable {
     let logger: Logger
     let tokens = TokenCache()
     let engine: ExecutionEngine
+    let artifacts: ArtifactStore
     private let listener: PGListener?
 
     /// With `listen`, a PGListener on that database keeps the token cache honest across
     /// replicas (see TokenCache); without it, every request looks its token up.
-    public init(db: PGPool, logger: Logger, listen: PGConnectionOptions? = nil, clock: WallClock = .system) {
+    public init(db: PGPool, logger: Logger, artifacts: ArtifactStore, listen: PGConnectionOptions? = nil,
+                clock: WallClock = .system) {
         self.db = db
         self.logger = logger
+        self.artifacts = artifacts
         engine = ExecutionEngine(db: db, clock: clock)
         listener = listen.map { [tokens] options in
             PGListener(options: options, channel: Self.tokenChannel,
@@ -44,14 +47,17 @@ public struct ManagementAPI: Sendable {
         registerGroupRoutes(on: &router)
         registerFlowRoutes(on: &router)
         registerDeploymentRoutes(on: &router)
+        registerArtifactRoutes(on: &router)
         registerDeviceAPIRoutes(on: &router)
     }
 
     typealias Handler = @Sendable (HTTPRequest, Caller) async throws -> HTTPResponse
 
     /// Registers a management `handler` behind token authentication and a role check.
-    func route(_ router: inout Router, _ method: String, _ pattern: String, role: Role, _ handler: @escaping Handler) {
-        serve(&router, method, pattern, authenticate: { [self] request in
+    /// With `streamingLimit`, the body is not buffered: it streams in through `request.bodyStream`.
+    func route(_ router: inout Router, _ method: String, _ pattern: String, role: Role, streamingLimit: Int? = nil,
+               _ handler: @escaping Handler) {
+        serve(&router, method, pattern, streamingLimit: streamingLimit, authenticate: { [self] request in
             let caller = try await authenticate(request)
             guard caller.role.allows(role) else {
                 throw HTTPError(403, code: "forbidden", message: "this needs a token with the \(role.rawValue) role; yours is \(caller.role.rawValue)")
@@ -61,11 +67,11 @@ public struct ManagementAPI: Sendable {
     }
 
     /// The one wrapper every API route runs in: authentication, error mapping, the request log.
-    func serve<Who: Sendable>(_ router: inout Router, _ method: String, _ pattern: String,
+    func serve<Who: Sendable>(_ router: inout Router, _ method: String, _ pattern: String, streamingLimit: Int? = nil,
                               authenticate: @escaping @Sendable (HTTPRequest) async throws -> Who,
                               logName: @escaping @Sendable (Who) -> String,
                               _ handler: @escaping @Sendable (HTTPRequest, Who) async throws -> HTTPResponse) {
-        router.add(method, pattern) { [self] request in
+        let wrapped: HTTPHandler = { [self] request in
             let started = monotonicNanos()
             let requestID = Self.requestID(from: request)
             var caller: Who?
@@ -94,6 +100,11 @@ public struct ManagementAPI: Sendable {
                 "caller": .string(caller.map(logName) ?? "-"),
             ])
             return response
+        }
+        if let streamingLimit {
+            router.streaming(method, pattern, limit: streamingLimit, wrapped)
+        } else {
+            router.add(method, pattern, wrapped)
         }
     }
 

@@ -69,6 +69,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds between sweeps for executions whose deadline passed.")
     var sweepInterval: Double = 1
 
+    @Option(help: "Directory of the artifact store (default: <data-dir>/artifacts). Replicas must share it. Env: FLOTILLA_ARTIFACT_DIR.")
+    var artifactDir: String?
+
+    @Option(help: "Largest artifact accepted, in bytes (413 beyond).")
+    var maxArtifactSize: Int = 4 << 30
+
     @OptionGroup var database: DatabaseOptions
 
     func validate() throws {
@@ -81,6 +87,7 @@ struct Serve: AsyncParsableCommand {
                 throw ValidationError("loading \(flag) \(path): \(String(cString: strerror(errno)))")
             }
         }
+        guard maxArtifactSize > 0 else { throw ValidationError("--max-artifact-size must be a positive number of bytes") }
         _ = try ListenAddress(parsing: listenSpec)
         _ = try parseLogLevel(logLevel ?? environment("FLOTILLA_LOG_LEVEL") ?? "info")
     }
@@ -115,7 +122,17 @@ struct Serve: AsyncParsableCommand {
         }
         let pool = PGPool(.init(connection: opened.options, size: database.dbPoolSize))
         let server: HTTPServer
-        let management = ManagementAPI(db: pool, logger: Logger(label: "flotilla.http"), listen: opened.options)
+        let management: ManagementAPI
+        do {
+            let directory = artifactDir ?? environment("FLOTILLA_ARTIFACT_DIR") ?? database.resolvedDataDir + "/artifacts"
+            management = ManagementAPI(db: pool, logger: Logger(label: "flotilla.http"),
+                                       artifacts: try ArtifactStore(directory: directory, maxBytes: maxArtifactSize),
+                                       listen: opened.options)
+        } catch {
+            pool.close()
+            opened.cluster?.stop()
+            throw ValidationError("cannot start: the artifact store: \(error)")
+        }
         do {
             try opened.bootstrapAdminToken(dataDir: database.resolvedDataDir, log: say)
             try applyFlowFiles(opened.options)

@@ -17,6 +17,7 @@ final class DeploymentTests: XCTestCase {
         let v1 = try await admin.applyFlowFile("hardhat-model.yaml")
         XCTAssertEqual(v1, 1)
         expect(try await admin.call("POST", "/api/v1/groups", #"{"name":"site-berlin"}"#), 201)
+        try await admin.uploadSampleArtifact()
     }
 
     override func tearDown() async throws {

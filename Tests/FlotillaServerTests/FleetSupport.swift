@@ -3,6 +3,7 @@
 
 import FlotillaAPI
 import FlotillaCore
+import FlotillaStore
 import Foundation
 import Synchronization
 import XCTest
@@ -83,9 +84,20 @@ extension APIClient {
     }
 }
 
-let sampleSHA = String(repeating: "ab", count: 32)
+/// A stand-in model file (text, so the HTTP/1.1 test client can send it) and its SHA-256.
+let sampleArtifact = String(repeating: "hard-hat detector weights v1.4\n", count: 33)
+let sampleSHA = hexString(Secrets.sha256(sampleArtifact.utf8))
+
+extension APIClient {
+    /// Uploads `sampleArtifact` to the artifact store, as a pipeline does before deploying.
+    func uploadSampleArtifact() async throws {
+        let response = try await call("POST", "/api/v1/artifacts?name=model.zip", sampleArtifact)
+        XCTAssertTrue([200, 201].contains(response.status), response.text)
+        XCTAssertEqual(response.json["sha256"]?.stringValue, sampleSHA)
+    }
+}
 
 /// The body that deploys hardhat-model `version` to `target` (a JSON object text).
 func hardhatDeployment(version: String, target: String) -> String {
-    #"{"flow":{"name":"hardhat-model"},"target":\#(target),"params":{"version":"\#(version)","artifact":"\#(sampleSHA)","size":1024}}"#
+    #"{"flow":{"name":"hardhat-model"},"target":\#(target),"params":{"version":"\#(version)","artifact":"\#(sampleSHA)","size":\#(sampleArtifact.utf8.count)}}"#
 }

@@ -30,7 +30,8 @@ final class OpenAPITests: XCTestCase {
         }
         // The pool never connects: only the route table is read.
         let pool = PGPool(.init(connection: PGConnectionOptions(conninfo: "host=/nonexistent dbname=x")))
-        let router = FlotillaAPI.makeRouter(management: ManagementAPI(db: pool, logger: Logger(label: "openapi-test")))
+        let router = FlotillaAPI.makeRouter(management: ManagementAPI(db: pool, logger: Logger(label: "openapi-test"),
+                                                                             artifacts: try ArtifactStore(directory: NSTemporaryDirectory() + "flotilla-openapi-artifacts")))
         let routed = Set(router.routeTable.map { "\($0.method) \($0.pattern)" })
         XCTAssertEqual(routed.subtracting(documented).sorted(), [], "routes missing from openapi/*.yaml")
         XCTAssertEqual(documented.subtracting(routed).sorted(), [], "documented routes the server does not serve")

@@ -86,14 +86,18 @@ final class APIServer: @unchecked Sendable {
     let conninfo: String
     let adminToken: String
     let api: ManagementAPI
+    /// The artifact store's directory (a replica shares its first server's, as real replicas must).
+    let artifactDirectory: String
     var url: String { "http://127.0.0.1:\(port)" }
 
     /// A server on a fresh database, or a second replica on `sharing`'s database.
-    init(poolSize: Int = 4, sharing other: APIServer? = nil, clock: WallClock = .system) throws {
+    init(poolSize: Int = 4, sharing other: APIServer? = nil, clock: WallClock = .system, maxArtifactBytes: Int = 64 << 20) throws {
         if let other {
             conninfo = other.conninfo
             adminToken = other.adminToken
+            artifactDirectory = other.artifactDirectory
         } else {
+            artifactDirectory = NSTemporaryDirectory() + "flotilla-artifacts-" + UUID().uuidString
             conninfo = try TestCluster.freshDatabase().conninfo
             let bootstrap = try PGConnection(PGConnectionOptions(conninfo: conninfo))
             adminToken = try XCTUnwrap(ManagementAPI.bootstrapAdminToken(bootstrap))
@@ -103,7 +107,8 @@ final class APIServer: @unchecked Sendable {
         pool = PGPool(configuration)
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        api = ManagementAPI(db: pool, logger: logger, listen: PGConnectionOptions(conninfo: conninfo), clock: clock)
+        api = ManagementAPI(db: pool, logger: logger, artifacts: try ArtifactStore(directory: artifactDirectory, maxBytes: maxArtifactBytes),
+                            listen: PGConnectionOptions(conninfo: conninfo), clock: clock)
         server = try HTTPServer(configuration: .init(host: "127.0.0.1", port: 0, loopCount: 2),
                                 router: FlotillaAPI.makeRouter(management: api))
         port = try server.start().port
