@@ -32,12 +32,16 @@ extension ManagementAPI {
                             headers: ["www-authenticate": "Bearer"])
         }
         let hash = Secrets.sha256(parts[1].utf8)
+        if let cached = deviceTokens.lookup(hash) { return cached }
+        let generation = deviceTokens.currentGeneration()
         guard let row = try await db.query("SELECT id::text, token_hash FROM devices WHERE token_hash = \(Bytea(hash))").first,
               Secrets.constantTimeEquals(try row.decode(Bytea.self, column: "token_hash").bytes, hash) else {
             throw HTTPError(401, code: "invalid_token", message: "the device token is unknown (was the device deleted?)",
                             headers: ["www-authenticate": #"Bearer error="invalid_token""#])
         }
-        return DeviceCaller(id: try row.decode(String.self, column: "id"))
+        let caller = DeviceCaller(id: try row.decode(String.self, column: "id"))
+        deviceTokens.store(hash, caller, generation: generation)
+        return caller
     }
 
     func registerDeviceAPIRoutes(on router: inout Router) {

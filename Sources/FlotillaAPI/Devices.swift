@@ -147,7 +147,12 @@ extension ManagementAPI {
 
         route(&router, "DELETE", "/api/v1/devices/{device}", role: .admin) { request, _ in
             let ident = request.pathParameters["device"]!
-            let deleted = try await db.query("DELETE FROM devices d WHERE \(Self.deviceMatch(ident))").affectedRows
+            let deleted = try await db.transaction { conn in
+                // Every replica forgets the device's token when this commits; this one at once, below.
+                try conn.query("SELECT pg_notify(\(Self.tokenChannel), 'device')")
+                return try conn.query("DELETE FROM devices d WHERE \(Self.deviceMatch(ident))").affectedRows
+            }
+            deviceTokens.invalidateAll()
             guard deleted == 1 else { throw APIError.notFound("no device '\(ident)'") }
             return HTTPResponse(status: 204)
         }

@@ -14,7 +14,10 @@ import Logging
 public struct ManagementAPI: Sendable {
     let db: PGPool
     let logger: Logger
-    let tokens = TokenCache()
+    let tokens = TokenCache<Caller>()
+    /// Device tokens: a poll or report then costs no authentication query. Flushed like
+    /// `tokens` (same channel) when a device is deleted.
+    let deviceTokens = TokenCache<DeviceCaller>()
     let engine: ExecutionEngine
     let artifacts: ArtifactStore
     private let listener: PGListener?
@@ -27,9 +30,10 @@ public struct ManagementAPI: Sendable {
         self.logger = logger
         self.artifacts = artifacts
         engine = ExecutionEngine(db: db, clock: clock)
-        listener = listen.map { [tokens] options in
+        listener = listen.map { [tokens, deviceTokens] options in
             PGListener(options: options, channel: Self.tokenChannel,
-                       onChange: { tokens.setEnabled($0) }, onNotify: { _ in tokens.invalidateAll() })
+                       onChange: { tokens.setEnabled($0); deviceTokens.setEnabled($0) },
+                       onNotify: { _ in tokens.invalidateAll(); deviceTokens.invalidateAll() })
         }
     }
 

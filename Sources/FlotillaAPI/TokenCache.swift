@@ -1,5 +1,5 @@
-// Verified API tokens, remembered for a few seconds so that a request does not need a
-// database round trip just to learn who is calling.
+// Verified tokens (API tokens and device tokens), remembered for a few seconds so that a
+// request does not need a database round trip just to learn who is calling.
 //
 // Revocation stays immediate: the revoking server flushes its own cache before answering,
 // and every other replica flushes on the `flotilla_tokens` notification its PGListener
@@ -12,9 +12,9 @@ import FlotillaStore
 import FlotillaTransport
 import Synchronization
 
-final class TokenCache: Sendable {
+final class TokenCache<Value: Sendable>: Sendable {
     private struct State {
-        var entries: [[UInt8]: (caller: Caller, expires: UInt64)] = [:]
+        var entries: [[UInt8]: (caller: Value, expires: UInt64)] = [:]
         var generation: UInt64 = 0
         var enabled = false
     }
@@ -29,7 +29,7 @@ final class TokenCache: Sendable {
     }
 
     /// The cached caller for this secret hash, if any and fresh.
-    func lookup(_ hash: [UInt8]) -> Caller? {
+    func lookup(_ hash: [UInt8]) -> Value? {
         let now = monotonicNanos()
         return state.withLock { state in
             guard state.enabled, let entry = state.entries[hash] else { return nil }
@@ -46,7 +46,7 @@ final class TokenCache: Sendable {
         state.withLock { $0.enabled ? $0.generation : nil }
     }
 
-    func store(_ hash: [UInt8], _ caller: Caller, generation: UInt64?) {
+    func store(_ hash: [UInt8], _ caller: Value, generation: UInt64?) {
         guard let generation else { return }
         let expires = monotonicNanos() + ttlNanos
         state.withLock { state in
@@ -78,4 +78,6 @@ extension ManagementAPI {
     public var cacheIsEnabledForTesting: Bool { tokens.currentGeneration() != nil }
     /// For tests: whether this secret is in the cache now.
     public func cachesTokenForTesting(_ secret: String) -> Bool { tokens.lookup(Secrets.sha256(secret.utf8)) != nil }
+    /// For tests: whether this device token is in the cache now.
+    public func cachesDeviceTokenForTesting(_ secret: String) -> Bool { deviceTokens.lookup(Secrets.sha256(secret.utf8)) != nil }
 }

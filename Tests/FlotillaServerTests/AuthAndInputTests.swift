@@ -94,6 +94,37 @@ final class AuthTests: XCTestCase {
         await replica.stop()
     }
 
+    /// Device tokens are cached too: deleting the device must still refuse its token at once,
+    /// on this replica and (through NOTIFY) on another that had it cached.
+    func testADeletedDeviceIsRefusedEverywhereDespiteTheCache() async throws {
+        let replica = try APIServer(sharing: server)
+        let admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
+        let created = try await admin.call("POST", "/api/v1/devices", #"{"name":"cam-gone"}"#)
+        let token = try XCTUnwrap(created.json["device_token"]?.stringValue)
+        let here = APIClient(port: server.port, token: token, wire: .h2)
+        let there = APIClient(port: replica.port, token: token, wire: .h1)
+        for _ in 0..<100 where !(server.api.cacheIsEnabledForTesting && replica.api.cacheIsEnabledForTesting) {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        for client in [here, there] {
+            expect(try await client.call("GET", "/api/v1/agent/next"), 204)
+            expect(try await client.call("GET", "/api/v1/agent/next"), 204)
+        }
+        XCTAssertTrue(server.api.cachesDeviceTokenForTesting(token) && replica.api.cachesDeviceTokenForTesting(token))
+
+        expect(try await admin.call("DELETE", "/api/v1/devices/cam-gone"), 204)
+        expect(try await here.call("GET", "/api/v1/agent/next"), 401, code: "invalid_token")
+        var status = 0
+        for _ in 0..<100 {
+            status = try await there.call("GET", "/api/v1/agent/next").status
+            if status == 401 { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        XCTAssertEqual(status, 401, "the replica must refuse a deleted device's token")
+        for client in [here, there, admin] { await client.close() }
+        await replica.stop()
+    }
+
     /// Secrets live in the database only as SHA-256 hashes.
     func testOnlyHashesAreStored() async throws {
         let admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
