@@ -21,13 +21,16 @@ $PSQL -c "INSERT INTO devices (name, token_hash) SELECT format('dev-%s', lpad(i:
 $PSQL -c "INSERT INTO groups (name) VALUES ('fleet')" >/dev/null
 $PSQL -c "INSERT INTO group_members (group_id, device_id) SELECT g.id, d.id FROM devices d, groups g WHERE d.name <> 'dev-000000'" >/dev/null
 $PSQL -c "ANALYZE" >/dev/null
-SHA=$(printf 'ab%.0s' $(seq 32))
+# The model the flow downloads must be in the artifact store.
+head -c 4096 /dev/urandom > "$WORK/model.zip"
+SHA=$(sha256sum "$WORK/model.zip" | cut -d' ' -f1)
+curl -sS -f -o /dev/null -H "authorization: Bearer $TOKEN" --data-binary "@$WORK/model.zip" "http://127.0.0.1:$PORT/api/v1/artifacts?name=model.zip"
 echo "machine: $(nproc) cores; 100,000 devices in group fleet"
 times=()
 for round in $(seq "$ROUNDS"); do
   t=$(curl -s -o "$WORK/out.json" -w '%{time_total}' -H "authorization: Bearer $TOKEN" \
         http://127.0.0.1:$PORT/api/v1/deployments \
-        -d '{"flow":{"name":"hardhat-model"},"target":{"groups":["fleet"]},"params":{"version":"'$round'","artifact":"'$SHA'","size":1}}')
+        -d '{"flow":{"name":"hardhat-model"},"target":{"groups":["fleet"]},"params":{"version":"'$round'","artifact":"'$SHA'","size":4096}}')
   grep -q '"devices_targeted":100000' "$WORK/out.json" || { cat "$WORK/out.json" >&2; exit 1; }
   echo "  round $round: ${t}s ($(grep -o '"superseded":[0-9]*' "$WORK/out.json"))"
   times+=("$t")

@@ -121,14 +121,15 @@ extension ManagementAPI {
     }
 
     /// Wakes this replica's long polls of devices the deployment targets.
-    func wakeTargets(of deployment: String) async throws {
-        let waiting = engine.waiters.waitingDevices
+    /// Wakes the long polls, on this server, of devices the deployment has executions for.
+    static func wakeTargets(of deployment: String, db: PGPool, waiters: DeviceWaiters) async throws {
+        let waiting = waiters.waitingDevices
         guard !waiting.isEmpty else { return }
         let rows = try await db.query("""
             SELECT device_id::text FROM executions
             WHERE deployment_id = \(deployment)::uuid AND device_id::text = ANY(\(PGTextArray(waiting))::text[])
             """)
-        for row in rows { engine.waiters.wake(try row.decode(String.self)) }
+        for row in rows { waiters.wake(try row.decode(String.self)) }
     }
 
     static let deploymentColumns = """

@@ -83,10 +83,13 @@ extension ManagementAPI {
                     SELECT count(*) FROM i
                     """)[0].decode(Int.self)
                 if count == 0 { throw APIError.invalid("target", "matches no devices") }
+                _ = try conn.query("SELECT pg_notify(\(Self.changeChannel), \(Self.workPrefix + id))")
                 _ = try conn.query("UPDATE deployments SET device_count = \(count) WHERE id = \(id)::uuid")
                 return (id, count, superseded)
             }
-            try await wakeTargets(of: id)
+            // Polls here learn of it at once; other replicas when the NOTIFY sent at commit reaches them.
+            idleDevices.invalidateAll()
+            try await Self.wakeTargets(of: id, db: db, waiters: engine.waiters)
             return .json(201, JSON.fields([
                 ("id", .string(id)), ("flow", .fields([("name", .string(flowName)), ("version", .int(flowVersion))])),
                 ("app", .string(app)), ("app_version", .string(rendered.appVersion)),

@@ -24,6 +24,16 @@ extension ManagementAPI {
               logName: { "device:\($0.id)" }, handler)
     }
 
+    /// `nextManifest`, except that a device known to be idle is answered from memory.
+    func pendingManifest(_ device: String) async throws -> JSON? {
+        let key = Array(device.utf8)
+        if idleDevices.lookup(key) != nil { return nil }
+        let generation = idleDevices.currentGeneration()
+        let manifest = try await nextManifest(device)
+        if manifest == nil { idleDevices.store(key, true, generation: generation) }
+        return manifest
+    }
+
     func authenticateDevice(_ request: HTTPRequest) async throws -> DeviceCaller {
         let header = request.headers["authorization"] ?? ""
         let parts = header.split(separator: " ", maxSplits: 1)
@@ -52,10 +62,10 @@ extension ManagementAPI {
             // Register before looking, so a deployment created in between still wakes us.
             let ticket = wait > 0 ? engine.waiters.register(device.id) : nil
             defer { ticket.map(engine.waiters.finish) }
-            if let manifest = try await nextManifest(device.id) { return .json(200, manifest.serialized) }
+            if let manifest = try await pendingManifest(device.id) { return .json(200, manifest.serialized) }
             if let ticket {
                 await engine.waiters.wait(ticket, seconds: wait)
-                if let manifest = try await nextManifest(device.id) { return .json(200, manifest.serialized) }
+                if let manifest = try await pendingManifest(device.id) { return .json(200, manifest.serialized) }
             }
             return HTTPResponse(status: 204, headers: ["x-poll-interval": "\(Self.pollInterval)", "x-poll-jitter": "\(Self.pollJitter)"])
         }

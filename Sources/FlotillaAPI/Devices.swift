@@ -149,7 +149,7 @@ extension ManagementAPI {
             let ident = request.pathParameters["device"]!
             let deleted = try await db.transaction { conn in
                 // Every replica forgets the device's token when this commits; this one at once, below.
-                try conn.query("SELECT pg_notify(\(Self.tokenChannel), 'device')")
+                try conn.query("SELECT pg_notify(\(Self.changeChannel), 'device')")
                 return try conn.query("DELETE FROM devices d WHERE \(Self.deviceMatch(ident))").affectedRows
             }
             deviceTokens.invalidateAll()

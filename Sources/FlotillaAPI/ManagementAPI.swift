@@ -18,6 +18,10 @@ public struct ManagementAPI: Sendable {
     /// Device tokens: a poll or report then costs no authentication query. Flushed like
     /// `tokens` (same channel) when a device is deleted.
     let deviceTokens = TokenCache<DeviceCaller>()
+    /// Devices whose last poll found nothing to do: the next idle poll is answered without a
+    /// query. Work only ever appears through a new deployment, which flushes it (here at once,
+    /// elsewhere through NOTIFY), so a cached "nothing" is never older than that.
+    let idleDevices = TokenCache<Bool>(ttlSeconds: 30, capacity: 1_000_000)
     let engine: ExecutionEngine
     let artifacts: ArtifactStore
     private let listener: PGListener?
@@ -29,11 +33,26 @@ public struct ManagementAPI: Sendable {
         self.db = db
         self.logger = logger
         self.artifacts = artifacts
-        engine = ExecutionEngine(db: db, clock: clock)
-        listener = listen.map { [tokens, deviceTokens] options in
-            PGListener(options: options, channel: Self.tokenChannel,
-                       onChange: { tokens.setEnabled($0); deviceTokens.setEnabled($0) },
-                       onNotify: { _ in tokens.invalidateAll(); deviceTokens.invalidateAll() })
+        let engine = ExecutionEngine(db: db, clock: clock)
+        self.engine = engine
+        listener = listen.map { [tokens, deviceTokens, idleDevices] options in
+            PGListener(options: options, channel: Self.changeChannel,
+                       onChange: { enabled in
+                           tokens.setEnabled(enabled)
+                           deviceTokens.setEnabled(enabled)
+                           idleDevices.setEnabled(enabled)
+                       },
+                       onNotify: { payload in
+                           if payload.hasPrefix(Self.workPrefix) {
+                               // A deployment committed (maybe on another replica): wake its devices' polls here.
+                               idleDevices.invalidateAll()
+                               let id = String(payload.dropFirst(Self.workPrefix.count))
+                               Task { try? await Self.wakeTargets(of: id, db: db, waiters: engine.waiters) }
+                           } else {
+                               tokens.invalidateAll()
+                               deviceTokens.invalidateAll()
+                           }
+                       })
         }
     }
 
@@ -43,7 +62,11 @@ public struct ManagementAPI: Sendable {
         engine.waiters.wakeAll()
     }
 
-    static let tokenChannel = "flotilla_tokens"
+    /// One NOTIFY channel for every replica-wide change: a token revoked or a device deleted
+    /// (flush the token caches), or `work:<deployment id>` (new executions: flush the idle
+    /// cache, wake the long polls of the devices it targets).
+    static let changeChannel = "flotilla_changes"
+    static let workPrefix = "work:"
 
     public func register(on router: inout Router) {
         registerTokenRoutes(on: &router)

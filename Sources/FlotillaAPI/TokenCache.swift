@@ -2,7 +2,7 @@
 // request does not need a database round trip just to learn who is calling.
 //
 // Revocation stays immediate: the revoking server flushes its own cache before answering,
-// and every other replica flushes on the `flotilla_tokens` notification its PGListener
+// and every other replica flushes on the `flotilla_changes` notification its PGListener
 // receives (milliseconds later). While the listener is disconnected notifications may be
 // lost, so the cache is off until it is back. A lookup that started before a flush never
 // re-inserts its (possibly stale) answer after it: entries are stored only if the

@@ -100,7 +100,7 @@ extension ManagementAPI {
                     }
                 }
                 // Every replica flushes its token cache when this commits.
-                try conn.query("SELECT pg_notify(\(Self.tokenChannel), \(id))")
+                try conn.query("SELECT pg_notify(\(Self.changeChannel), \(id))")
                 return try conn.query("""
                     UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = \(id)::uuid
                     RETURNING \(unsafe: Self.tokenColumns)

@@ -1,5 +1,5 @@
 // One connection that LISTENs on a channel and hands every notification to a callback,
-// on its own thread. Revoking an API token sends `NOTIFY flotilla_tokens` in the same
+// on its own thread. Revoking an API token sends `NOTIFY flotilla_changes` in the same
 // transaction, and every server replica's listener flushes its token cache: revocation is
 // immediate everywhere without each request asking the database.
 //

@@ -252,6 +252,32 @@ final class DeploymentTests: XCTestCase {
         XCTAssertLessThan(Date().timeIntervalSince(started), 25, "woken by the deployment, not by the 30 s wait running out")
     }
 
+    /// Replicas share one database: a deployment created through one wakes a long poll held
+    /// by another (NOTIFY), and an idle device cached as "nothing to do" there learns of it too.
+    func testADeploymentThroughOneReplicaReachesPollsOnAnother() async throws {
+        let replica = try APIServer(sharing: server, clock: clock.wallClock)
+        for _ in 0..<100 where !replica.api.cacheIsEnabledForTesting { try await Task.sleep(for: .milliseconds(20)) }
+        let waiting = try await ScriptedDevice(server: replica, admin: admin, name: "cam-1", groups: ["site-berlin"])
+        let idle = try await ScriptedDevice(server: replica, admin: admin, name: "cam-2", groups: ["site-berlin"])
+        let nothing = try await idle.next()
+        XCTAssertNil(nothing, "idle: now cached as such on the replica")
+        let started = Date()
+        async let polled = waiting.next(wait: 30)
+        try await Task.sleep(for: .milliseconds(300))
+        let id = try await deploy(hardhatDeployment(version: "1.4", target: #"{"groups":["site-berlin"]}"#))
+        let execution = try await polled
+        XCTAssertEqual(execution?["deployment_id"], .string(id))
+        XCTAssertLessThan(Date().timeIntervalSince(started), 5, "woken through NOTIFY, not by the 30 s wait running out")
+        var found: JSON?
+        for _ in 0..<100 {
+            found = try await idle.next()
+            if found != nil { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        XCTAssertEqual(found?["deployment_id"], .string(id), "the replica's idle cache was flushed")
+        await replica.stop()
+    }
+
     func testBadDeploymentRequests() async throws {
         _ = try await ScriptedDevice(server: server, admin: admin, name: "cam-1", groups: ["site-berlin"])
         expect(try await admin.call("POST", "/api/v1/deployments", #"{"flow":{"name":"nope"},"target":{"devices":["cam-1"]}}"#), 404, code: "not_found")
