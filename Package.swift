@@ -48,7 +48,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "FlotillaAgent", dependencies: [
-            "FlotillaCore", "FlotillaTransport",
+            "FlotillaCore", "FlotillaJSON", "FlotillaTransport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "FlotillaCLI", dependencies: [
