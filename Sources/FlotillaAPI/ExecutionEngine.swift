@@ -9,6 +9,11 @@
 //
 // A lost race (the version moved) reloads and feeds the event again, so two reporters on
 // one execution never corrupt it: the second sees the first's result.
+//
+// The row each accepted write leaves behind is remembered, so the next report for that
+// execution skips the load. The memory is only a guess: an accepted decision is still a
+// conditional write (a stale guess loses the race and reloads), and any other decision
+// (duplicate, stale, rejected) is made again from a fresh load before it is answered.
 // Set-based exceptions, for 100k rows at once: superseding and canceling *queued*
 // executions (Deployments.swift) run as one UPDATE each. They mirror the machine's
 // `superseded` / `operatorCanceled` rules for `queued` (→ canceled), which the pair table
@@ -17,11 +22,14 @@
 import FlotillaCore
 import FlotillaStore
 import FlotillaTransport
+import Synchronization
 
 final class ExecutionEngine: Sendable {
     let db: PGPool
     let clock: WallClock
     let waiters = DeviceWaiters()
+    private let recent = Mutex<[String: Loaded]>([:])
+    private static let recentCapacity = 100_000
 
     init(db: PGPool, clock: WallClock) {
         self.db = db
@@ -69,21 +77,47 @@ final class ExecutionEngine: Sendable {
     /// the outcome. nil when there is no such execution (for this device).
     func apply(_ id: String, device: String?, report: JSON? = nil,
                _ event: @escaping @Sendable (inout Execution, Instant) -> Decision) async throws -> (Loaded, Decision)? {
+        var remembered = recent.withLock { $0[id] }.flatMap { device == nil || $0.deviceID == device ? $0 : nil }
         for _ in 0..<16 {
+            let guess = remembered
+            remembered = nil
             let outcome = try await db.withConnection { conn -> (Loaded, Decision, Bool)? in
-                guard var loaded = try self.load(conn, id, device: device) else { return nil }
+                guard var loaded = try guess ?? self.load(conn, id, device: device) else { return nil }
                 let now = self.clock.now()
                 let decision = event(&loaded.machine, now)
-                guard case .accepted(let actions) = decision else { return (loaded, decision, true) }
+                guard case .accepted(let actions) = decision else {
+                    // Only a fresh row may refuse an event: a remembered one may be behind.
+                    return (loaded, decision, guess == nil)
+                }
                 let written = try self.write(conn, loaded, actions: actions, report: report, at: now)
                 return (loaded, decision, written)
             }
-            guard let (loaded, decision, written) = outcome else { return nil }
-            guard written else { continue }  // someone else moved it first: look again
-            if case .accepted(let actions) = decision, actions.contains(.wakeAgent) { waiters.wake(loaded.deviceID) }
+            guard let outcome else { return nil }
+            var loaded = outcome.0
+            let decision = outcome.1
+            guard outcome.2 else {
+                recent.withLock { $0[id] = nil }
+                continue  // someone else moved it first (or the guess was old): look again
+            }
+            if case .accepted(let actions) = decision {
+                loaded.version += 1
+                remember(loaded)
+                if actions.contains(.wakeAgent) { waiters.wake(loaded.deviceID) }
+            }
             return (loaded, decision)
         }
         throw HTTPError(503, code: "contended", message: "the execution is changing too fast; retry", headers: ["retry-after": "1"])
+    }
+
+    private func remember(_ loaded: Loaded) {
+        recent.withLock { recent in
+            if loaded.machine.state.isTerminal {
+                recent[loaded.id] = nil  // nothing more will happen to it
+                return
+            }
+            if recent.count >= Self.recentCapacity { recent.removeAll(keepingCapacity: true) }
+            recent[loaded.id] = loaded
+        }
     }
 
     /// The conditional write. false: the row's version moved on (nothing was written).

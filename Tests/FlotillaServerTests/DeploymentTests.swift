@@ -278,6 +278,32 @@ final class DeploymentTests: XCTestCase {
         await replica.stop()
     }
 
+    /// Each server remembers the executions it last wrote. When another replica moves one on,
+    /// the remembered copy is behind: it must never refuse a report the real state accepts.
+    func testAReplicaWithAnOldCopyOfAnExecutionStillAnswersFromTheRealState() async throws {
+        let replica = try APIServer(sharing: server, clock: clock.wallClock)
+        let cam = try await ScriptedDevice(server: server, admin: admin, name: "cam-1", groups: ["site-berlin"])
+        _ = try await deploy(hardhatDeployment(version: "1.4", target: #"{"groups":["site-berlin"]}"#))
+        let next = try await cam.next()
+        let execution = try XCTUnwrap(next)
+        let id = try XCTUnwrap(execution["id"]?.stringValue)
+        try await cam.succeed(execution, steps: 0...0, version: "1.4", app: "hardhat-detector")  // remembered here: step 1 next
+        expect(try await cam.report(id, "step_started", step: 1), 200)
+        // Through the other replica: the install fails, the execution starts rolling back.
+        let elsewhere = APIClient(port: replica.port, token: cam.token, wire: .h2)
+        cam.seq += 1
+        let failed = try await elsewhere.call("POST", "/api/v1/agent/executions/\(id)/reports",
+                                              #"{"seq":\#(cam.seq),"event":"step_failed","step":1,"exit_code":3}"#)
+        expect(failed, 200)
+        XCTAssertEqual(failed.json["directive"], .string("roll_back"))
+        // Back on the first server, whose copy still says "installing".
+        let rolledBack = try await cam.report(id, "rollback_succeeded")
+        expect(rolledBack, 200)
+        XCTAssertEqual(rolledBack.json["state"], .string("rolled_back"))
+        await elsewhere.close()
+        await replica.stop()
+    }
+
     func testBadDeploymentRequests() async throws {
         _ = try await ScriptedDevice(server: server, admin: admin, name: "cam-1", groups: ["site-berlin"])
         expect(try await admin.call("POST", "/api/v1/deployments", #"{"flow":{"name":"nope"},"target":{"devices":["cam-1"]}}"#), 404, code: "not_found")
