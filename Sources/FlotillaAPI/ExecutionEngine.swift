@@ -163,8 +163,11 @@ final class ExecutionEngine: Sendable {
                 ON CONFLICT (device_id, app) DO UPDATE SET version = excluded.version,
                     known_good = coalesce(excluded.known_good, installed_versions.known_good), updated_at = excluded.updated_at),
             seen AS (
+                -- At most every 10 s: a device row update rewrites all of its indexes (the
+                -- labels GIN among them), and last seen needs no finer grain than that.
                 UPDATE devices SET last_seen_at = \(time)::timestamptz FROM u
-                WHERE devices.id = u.device_id AND \(reportText)::jsonb IS NOT NULL)
+                WHERE devices.id = u.device_id AND \(reportText)::jsonb IS NOT NULL
+                  AND (devices.last_seen_at IS NULL OR devices.last_seen_at < \(time)::timestamptz - interval '10 seconds'))
             SELECT count(*) FROM u
             """
         do {
