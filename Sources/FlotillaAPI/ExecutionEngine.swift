@@ -29,7 +29,7 @@ final class ExecutionEngine: Sendable {
     let clock: WallClock
     let waiters = DeviceWaiters()
     private let recent = Mutex<[String: Loaded]>([:])
-    private static let recentCapacity = 100_000
+    private static let recentCapacity = 20_000  // about 0.5 KB each; past it, start over
 
     init(db: PGPool, clock: WallClock) {
         self.db = db
