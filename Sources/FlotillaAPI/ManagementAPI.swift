@@ -135,6 +135,22 @@ public struct ManagementAPI: Sendable {
         }
     }
 
+    /// A 404 or 405 the router gave by itself still gets a request id and its log line.
+    /// Called on the event loop: the line is written from a task, never from the loop.
+    func logUnmatched(_ request: HTTPRequest, _ response: HTTPResponse) -> HTTPResponse {
+        let requestID = Self.requestID(from: request)
+        var response = response
+        response.headers.set("x-request-id", requestID)
+        let (logger, method, path, status) = (logger, request.method, request.path, response.status)
+        Task {
+            logger.info("request", metadata: [
+                "request_id": .string(requestID), "method": .string(method), "path": .string(path),
+                "status": .stringConvertible(status), "duration_ms": "0.00", "caller": "-",
+            ])
+        }
+        return response
+    }
+
     /// The client's id if it is short and plain (safe to log and echo), else a fresh one.
     static func requestID(from request: HTTPRequest) -> String {
         if let given = request.headers["x-request-id"], (1...64).contains(given.utf8.count),

@@ -12,6 +12,9 @@ public enum FlotillaAPI {
         var router = Router()
         registerSystemRoutes(on: &router)
         management?.register(on: &router)
+        if let management {
+            router.unmatched = { request, response in management.logUnmatched(request, response) }
+        }
         return router
     }
 

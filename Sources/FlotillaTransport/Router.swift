@@ -55,6 +55,10 @@ public struct Router: Sendable {
     /// Routes without parameters, by exact path: most requests are answered by one hash lookup.
     private var literalRoutes: [String: [String: RouteHandler]] = [:]
 
+    /// Sees every 404 and 405 the router answers by itself (on the event loop) and may amend
+    /// it: the API adds a request id and logs the line every request gets.
+    public var unmatched: (@Sendable (HTTPRequest, HTTPResponse) -> HTTPResponse)?
+
     public init() {}
 
     /// Registers a route. Patterns are absolute paths whose `{name}` segments capture one segment each.
@@ -171,11 +175,13 @@ public struct Router: Sendable {
             case .streaming(let body, let limit): return .streaming(body, request, limit: limit)
             }
         case .methodNotAllowed(let allowed):
-            return .response(.error(405, code: "method_not_allowed",
-                                    message: "\(request.method) is not allowed on \(request.path)",
-                                    headers: ["allow": allowed.joined(separator: ", ")]))
+            let response = HTTPResponse.error(405, code: "method_not_allowed",
+                                              message: "\(request.method) is not allowed on \(request.path)",
+                                              headers: ["allow": allowed.joined(separator: ", ")])
+            return .response(unmatched?(request, response) ?? response)
         case .notFound:
-            return .response(.error(404, code: "not_found", message: "no route for \(request.path)"))
+            let response = HTTPResponse.error(404, code: "not_found", message: "no route for \(request.path)")
+            return .response(unmatched?(request, response) ?? response)
         }
     }
 

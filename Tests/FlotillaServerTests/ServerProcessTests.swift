@@ -64,6 +64,38 @@ final class ServerProcessTests: XCTestCase {
         await client.close()
     }
 
+    /// One structured line per request, unknown paths included; never a secret.
+    func testEveryRequestIsLoggedOnceWithoutSecrets() async throws {
+        let server = try ServerProcess(["--listen", "127.0.0.1:0", "--log-level", "info"])
+        let secret = try XCTUnwrap(server.startup.firstMatch(of: /admin token [^:]*: (flt_a_[A-Za-z0-9_-]+)/)?.1)
+        let socket = try RawSocket(port: server.port)
+        socket.send("GET /api/v1/devices HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(secret)\r\nX-Request-ID: listing-1\r\n\r\n")
+        XCTAssertEqual(socket.readResponse()?.status, 200)
+        socket.send("GET /api/v1/devics HTTP/1.1\r\nHost: x\r\nX-Request-ID: typo-2\r\n\r\n")
+        let typo = try XCTUnwrap(socket.readResponse())
+        XCTAssertEqual(typo.status, 404)
+        XCTAssertEqual(typo.headers["x-request-id"], "typo-2")
+        socket.send("DELETE /api/v1/devices HTTP/1.1\r\nHost: x\r\nX-Request-ID: verb-3\r\n\r\n")
+        XCTAssertEqual(socket.readResponse()?.status, 405)
+        socket.send("POST /api/v1/devices HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer flt_a_wrong\r\nX-Request-ID: denied-4\r\nContent-Length: 2\r\n\r\n{}")
+        XCTAssertEqual(socket.readResponse()?.status, 401)
+        try await Task.sleep(for: .milliseconds(200))  // the unmatched lines are written from a task
+
+        let (status, output) = server.terminate(SIGTERM)
+        XCTAssertEqual(status, 0)
+        let lines = output.split(separator: "\n").filter { $0.contains("request_id=") }
+        for (id, path, code) in [("listing-1", "/api/v1/devices", 200), ("typo-2", "/api/v1/devics", 404),
+                                 ("verb-3", "/api/v1/devices", 405), ("denied-4", "/api/v1/devices", 401)] {
+            let mine = lines.filter { $0.contains("request_id=\(id)") }
+            XCTAssertEqual(mine.count, 1, "one line for \(id): \(lines)")
+            XCTAssertTrue(mine.first.map { $0.contains("path=\(path)") && $0.contains("status=\(code)") && $0.contains("duration_ms=") } ?? false,
+                          String(mine.first ?? "no line"))
+        }
+        XCTAssertFalse(lines.first { $0.contains("listing-1") }?.contains("caller=-") ?? true, "the token id is logged")
+        XCTAssertFalse(output.contains(secret), "a secret reached the log")
+        XCTAssertFalse(output.contains("flt_a_wrong"), "a presented (bad) secret reached the log")
+    }
+
     func testSIGINTAndTheEnvironmentVariable() throws {
         let server = try ServerProcess([], environment: ["FLOTILLA_LISTEN": "127.0.0.1:0"])
         let socket = try RawSocket(port: server.port)
