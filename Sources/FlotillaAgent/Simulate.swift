@@ -83,6 +83,7 @@ struct Simulate: AsyncParsableCommand {
         let stats = SimulatorStats()
         let behaviour = VirtualDevice.Behaviour(stepTime: stepTime, failures: try FailureRates(failures), pollWait: pollWait)
         let runStarted = Date()
+        let connected = clients
         await withTaskGroup(of: Void.self) { tasks in
             for device in registered {
                 tasks.addTask { await VirtualDevice(device, behaviour: behaviour, stats: stats).run() }
@@ -98,6 +99,8 @@ struct Simulate: AsyncParsableCommand {
                     if let executions, now.ended >= executions { break }
                 }
                 stats.stop()
+                // Closing the connections ends the polls still held open on the server.
+                for client in connected { await client.close() }
             }
             await tasks.next()  // the reporter: it ends the run
             tasks.cancelAll()
@@ -105,7 +108,6 @@ struct Simulate: AsyncParsableCommand {
         let final = stats.snapshot
         print(json ? final.json(seconds: Date().timeIntervalSince(runStarted)).serialized
                    : final.summary(seconds: Date().timeIntervalSince(runStarted)))
-        for client in clients { await client.close() }
     }
 }
 

@@ -100,10 +100,10 @@ public final class ArtifactUpload: @unchecked Sendable {
     /// Flushes the bytes to disk (off the cooperative pool) and returns their SHA-256 in hex.
     public func finish() async throws -> String {
         let fd = self.fd
-        let ok: Bool = await withCheckedContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(returning: fsync(fd) == 0) }
+        let code: Int32 = await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: fsync(fd) == 0 ? 0 : errno) }
         }
-        guard ok else { throw ArtifactFileError.io("fsync", errno) }
+        guard code == 0 else { throw ArtifactFileError.io("fsync", code) }
         var output = [UInt8](repeating: 0, count: 32)
         var length: UInt32 = 0
         EVP_DigestFinal_ex(digest, &output, &length)
