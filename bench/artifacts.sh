@@ -11,10 +11,8 @@
 # Prints medians and ratios. Not a test: nothing passes or fails.
 source "$(dirname "$0")/common.sh"
 MIB=${2:-256}
-PORT=$(free_port); NPORT=$(free_port)
-$BIN --listen 127.0.0.1:$PORT --data-dir "$WORK/data" --log-level warning --max-artifact-size $((MIB << 21)) > "$WORK/server.log" 2>&1 &
-wait_port "$PORT"
-TOKEN=$(cat "$WORK/data/admin-token")
+start_server --max-artifact-size $((MIB << 21))
+NPORT=$(free_port)
 head -c $((MIB << 20)) /dev/urandom > "$WORK/model.bin"
 SHA=$(sha256sum "$WORK/model.bin" | cut -d' ' -f1)
 mkdir -p "$WORK/www" && ln "$WORK/model.bin" "$WORK/www/model.bin"

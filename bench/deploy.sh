@@ -10,10 +10,7 @@
 #    beside /healthz in the same run. Prints median req/s and the ratio (target: ≥ 0.3).
 # Not a test: nothing passes or fails.
 source "$(dirname "$0")/common.sh"
-PORT=$(free_port)
-$BIN --listen 127.0.0.1:$PORT --data-dir "$WORK/data" --log-level warning > "$WORK/server.log" 2>&1 &
-wait_port "$PORT"
-TOKEN=$(cat "$WORK/data/admin-token")
+start_server
 PSQL="psql -X -q -t -A -h $WORK/data/run -U flotilla -d flotilla"
 # Device i's token is flt_d_bench<i>; device 0 is outside the group (it polls with nothing pending).
 $PSQL -c "INSERT INTO devices (name, token_hash) SELECT format('dev-%s', lpad(i::text, 6, '0')), sha256(('flt_d_bench' || i)::bytea)
@@ -21,16 +18,13 @@ $PSQL -c "INSERT INTO devices (name, token_hash) SELECT format('dev-%s', lpad(i:
 $PSQL -c "INSERT INTO groups (name) VALUES ('fleet')" >/dev/null
 $PSQL -c "INSERT INTO group_members (group_id, device_id) SELECT g.id, d.id FROM devices d, groups g WHERE d.name <> 'dev-000000'" >/dev/null
 $PSQL -c "ANALYZE" >/dev/null
-# The model the flow downloads must be in the artifact store.
-head -c 4096 /dev/urandom > "$WORK/model.zip"
-SHA=$(sha256sum "$WORK/model.zip" | cut -d' ' -f1)
-curl -sS -f -o /dev/null -H "authorization: Bearer $TOKEN" --data-binary "@$WORK/model.zip" "http://127.0.0.1:$PORT/api/v1/artifacts?name=model.zip"
+upload_model  # the flow's download step names it
 echo "machine: $(nproc) cores; 100,000 devices in group fleet"
 times=()
 for round in $(seq "$ROUNDS"); do
   t=$(curl -s -o "$WORK/out.json" -w '%{time_total}' -H "authorization: Bearer $TOKEN" \
         http://127.0.0.1:$PORT/api/v1/deployments \
-        -d '{"flow":{"name":"hardhat-model"},"target":{"groups":["fleet"]},"params":{"version":"'$round'","artifact":"'$SHA'","size":4096}}')
+        -d '{"flow":{"name":"hardhat-model"},"target":{"groups":["fleet"]},"params":{"version":"'$round'","artifact":"'$SHA'","size":'$SIZE'}}')
   grep -q '"devices_targeted":100000' "$WORK/out.json" || { cat "$WORK/out.json" >&2; exit 1; }
   echo "  round $round: ${t}s ($(grep -o '"superseded":[0-9]*' "$WORK/out.json"))"
   times+=("$t")

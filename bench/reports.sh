@@ -13,13 +13,8 @@ source "$(dirname "$0")/common.sh"
 DEVICES=${2:-2000}
 swift build -c release --product flotilla-agent >&2
 AGENT=.build/release/flotilla-agent
-PORT=$(free_port)
-$BIN --listen 127.0.0.1:$PORT --data-dir "$WORK/data" --log-level warning > "$WORK/server.log" 2>&1 &
-wait_port "$PORT"
-TOKEN=$(cat "$WORK/data/admin-token")
-head -c 4096 /dev/urandom > "$WORK/model.zip"
-SHA=$(sha256sum "$WORK/model.zip" | cut -d' ' -f1)
-curl -sS -f -o /dev/null -H "authorization: Bearer $TOKEN" --data-binary "@$WORK/model.zip" "http://127.0.0.1:$PORT/api/v1/artifacts?name=model.zip"
+start_server
+upload_model
 echo "machine: $(nproc) cores; $DEVICES devices per round"
 rates=()
 for round in $(seq "$ROUNDS"); do
@@ -29,7 +24,7 @@ for round in $(seq "$ROUNDS"); do
   SIM=$!
   for _ in $(seq 600); do grep -q registered "$WORK/sim.log" && break; sleep 0.1; done
   curl -sS -f -o /dev/null -H "authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/api/v1/deployments" \
-    -d '{"flow":{"name":"hardhat-model"},"target":{"groups":["fleet-'$round'"]},"params":{"version":"'$round'","artifact":"'$SHA'","size":4096}}'
+    -d '{"flow":{"name":"hardhat-model"},"target":{"groups":["fleet-'$round'"]},"params":{"version":"'$round'","artifact":"'$SHA'","size":'$SIZE'}}'
   wait $SIM
   rate=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["accepted_per_second"])' "$WORK/sim.json")
   echo "  round $round: $(cat "$WORK/sim.json")"

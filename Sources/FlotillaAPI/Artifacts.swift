@@ -68,22 +68,14 @@ extension ManagementAPI {
         route(&router, "GET", "/api/v1/artifacts", role: .viewer) { request, _ in
             var query = try QueryReader(request, allowed: ["limit", "cursor"])
             let limit = query.limit()
-            let after = query.cursor()
-            // Newest first; the cursor is the last row's "created_at|sha256".
-            let parts = after?.split(separator: "|").map(String.init) ?? []
-            if after != nil, parts.count != 2 || Timestamp(parsing: parts[0]) == nil || !isSHA256(parts[1]) {
-                query.problem("cursor", "is not a cursor this server returned")
-            }
+            let after = query.newestFirstCursor(isKey: isSHA256)
             try query.finish()
             let rows = try await db.query("""
                 SELECT \(unsafe: Self.artifactColumns) FROM artifacts
-                WHERE (\(parts.first)::timestamptz IS NULL OR (created_at, sha256) < (\(parts.first)::timestamptz, \(parts.last)))
+                WHERE (\(after.time)::timestamptz IS NULL OR (created_at, sha256) < (\(after.time)::timestamptz, \(after.key)))
                 ORDER BY created_at DESC, sha256 DESC LIMIT \(limit + 1)
                 """)
-            return try page(try rows.map(Self.artifactJSON), limit: limit) { index in
-                let (created, sha256) = (try rows[index].decode(Timestamp.self, column: "created_at"), try rows[index].decode(String.self, column: "sha256"))
-                return "\(created.rfc3339)|\(sha256)"
-            }
+            return try newestFirstPage(rows, limit: limit, key: "sha256", Self.artifactJSON)
         }
 
         route(&router, "GET", "/api/v1/artifacts/{sha256}", role: .viewer) { request, _ in

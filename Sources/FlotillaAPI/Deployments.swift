@@ -100,22 +100,14 @@ extension ManagementAPI {
         route(&router, "GET", "/api/v1/deployments", role: .viewer) { request, _ in
             var query = try QueryReader(request, allowed: ["limit", "cursor"])
             let limit = query.limit()
-            let after = query.cursor()
-            // Newest first; the cursor is the last row's "created_at|id".
-            let parts = after?.split(separator: "|").map(String.init) ?? []
-            if after != nil, parts.count != 2 || Timestamp(parsing: parts[0]) == nil || !isUUID(parts[1]) {
-                query.problem("cursor", "is not a cursor this server returned")
-            }
+            let after = query.newestFirstCursor(isKey: isUUID)
             try query.finish()
             let rows = try await db.query("""
                 SELECT \(unsafe: Self.deploymentColumns) FROM deployments d
-                WHERE (\(parts.first)::timestamptz IS NULL OR (d.created_at, d.id) < (\(parts.first)::timestamptz, \(parts.last)::uuid))
+                WHERE (\(after.time)::timestamptz IS NULL OR (d.created_at, d.id) < (\(after.time)::timestamptz, \(after.key)::uuid))
                 ORDER BY d.created_at DESC, d.id DESC LIMIT \(limit + 1)
                 """)
-            return try page(try rows.map(Self.deploymentJSON), limit: limit) { index in
-                let (id, created) = (try rows[index].decode(String.self, column: "id"), try rows[index].decode(Timestamp.self, column: "created_at"))
-                return "\(created.rfc3339)|\(id)"
-            }
+            return try newestFirstPage(rows, limit: limit, key: "id", Self.deploymentJSON)
         }
 
         route(&router, "GET", "/api/v1/deployments/{id}", role: .viewer) { request, _ in

@@ -157,6 +157,18 @@ struct QueryReader {
         return key
     }
 
+    /// The cursor of a newest-first list: the last row's "created_at|key", split (nils on the
+    /// first page). `isKey` checks the key's form, so a forged cursor is a 422, not a bad query.
+    mutating func newestFirstCursor(isKey: (String) -> Bool) -> (time: String?, key: String?) {
+        guard let after = cursor() else { return (nil, nil) }
+        let parts = after.split(separator: "|", maxSplits: 1).map(String.init)
+        guard parts.count == 2, Timestamp(parsing: parts[0]) != nil, isKey(parts[1]) else {
+            problem("cursor", "is not a cursor this server returned")
+            return (nil, nil)
+        }
+        return (parts[0], parts[1])
+    }
+
     func finish() throws {
         if !problems.isEmpty { throw APIError.invalid(problems) }
     }
@@ -172,6 +184,13 @@ enum Cursor {
         guard let bytes = Secrets.decodeBase64URL(text), let value = String(validating: bytes, as: UTF8.self),
               value.hasPrefix("v1:") else { return nil }
         return String(value.dropFirst(3))
+    }
+}
+
+/// A page of a newest-first list, whose cursor is the last row's "created_at|<key column>".
+func newestFirstPage(_ rows: PGRows, limit: Int, key: String, _ json: (PGRow) throws -> JSON) throws -> HTTPResponse {
+    try page(try rows.map(json), limit: limit) { index in
+        "\(try rows[index].decode(Timestamp.self, column: "created_at").rfc3339)|\(try rows[index].decode(String.self, column: key))"
     }
 }
 

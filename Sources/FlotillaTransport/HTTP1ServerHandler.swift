@@ -71,12 +71,12 @@ final class HTTP1ServerHandler: ServerProtocolHandler, @unchecked Sendable {
             }
             guard let event else { break }
             switch event {
-            case .head(let head, let length):
+            case .head(let head, _):
                 // Only when nothing is ahead of it, or the 100 would jump the response queue.
                 if head.expectsContinue && queue.isEmpty && head.minorVersion == 1 {
                     channel.write(Array("HTTP/1.1 100 Continue\r\n\r\n".utf8))
                 }
-                if case .streaming(_, _, let limit)? = pendingRoute { startStreaming(head, length: length, limit: limit) }
+                if case .streaming(_, _, let limit)? = pendingRoute { startStreaming(head, limit: limit) }
             case .bodyPart(let bytes):
                 if let streaming, streaming.body.yield(bytes) > Self.bodyHighWater { bodyPaused = true }
             case .request(let head, let body):
@@ -100,9 +100,9 @@ final class HTTP1ServerHandler: ServerProtocolHandler, @unchecked Sendable {
                            httpVersion: head.minorVersion == 1 ? "1.1" : "1.0", remoteAddress: channel.peer?.host)
     }
 
-    private func startStreaming(_ head: HTTP1RequestHead, length: Int?, limit: Int) {
+    private func startStreaming(_ head: HTTP1RequestHead, limit: Int) {
         let loop = channel.loop
-        let body = HTTPBodyStream(expectedLength: length, limit: limit) { [weak self] _ in
+        let body = HTTPBodyStream(limit: limit) { [weak self] _ in
             guard let handler = self else { return }
             loop.execute { handler.bodyCredited() }
         }

@@ -194,7 +194,7 @@ final class HTTP2ServerHandler: ServerProtocolHandler, @unchecked Sendable {
         } else if case .streaming = routed {
             let loop = channel.loop
             stream.lastDataAt = monotonicNanos()
-            stream.bodyStream = HTTPBodyStream(expectedLength: length, limit: limit) { [weak self] count in
+            stream.bodyStream = HTTPBodyStream(limit: limit) { [weak self] count in
                 guard let handler = self else { return }
                 loop.execute { handler.credit(streamID, count) }
             }

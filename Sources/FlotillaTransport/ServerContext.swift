@@ -57,11 +57,11 @@ final class ServerContext: Sendable {
         switch routed {
         case .response(let response):
             return response
-        case .handler(let run, let routedRequest):
-            (handler, request) = (run, routedRequest)
+        case .handler(let routedHandler, let routedRequest):
+            (handler, request) = (routedHandler, routedRequest)
             request.body = body
-        case .streaming(let run, let routedRequest, let limit):
-            (handler, request) = (run, routedRequest)
+        case .streaming(let routedHandler, let routedRequest, let limit):
+            (handler, request) = (routedHandler, routedRequest)
             request.bodyStream = bodyStream ?? .complete(body, limit: limit)
         }
         let ready = request

@@ -25,20 +25,17 @@ public final class HTTPBodyStream: Sendable {
     private let state = Mutex(State())
     /// Told (on the reader's thread) how many bytes the reader took.
     private let credit: @Sendable (Int) -> Void
-    /// The body's announced length, if the client gave one.
-    public let expectedLength: Int?
     /// The most this route accepts; the transport refuses more with 413.
     public let limit: Int
 
-    init(expectedLength: Int?, limit: Int, credit: @escaping @Sendable (Int) -> Void) {
-        self.expectedLength = expectedLength
+    init(limit: Int, credit: @escaping @Sendable (Int) -> Void) {
         self.limit = limit
         self.credit = credit
     }
 
     /// A body that is already complete (a streaming route's request that arrived whole).
     public static func complete(_ bytes: [UInt8], limit: Int) -> HTTPBodyStream {
-        let stream = HTTPBodyStream(expectedLength: bytes.count, limit: limit) { _ in }
+        let stream = HTTPBodyStream(limit: limit) { _ in }
         if !bytes.isEmpty { _ = stream.yield(bytes) }
         stream.finish()
         return stream

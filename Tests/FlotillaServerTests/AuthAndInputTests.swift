@@ -74,8 +74,7 @@ final class AuthTests: XCTestCase {
         let id = try XCTUnwrap(created.json["token"]?["id"]?.stringValue)
         let onReplica = APIClient(port: replica.port, token: secret, wire: .h2)
         // Wait until the replica's listener is up (its cache is off until then), then warm its cache.
-        for _ in 0..<100 where replica.api.cacheIsEnabledForTesting == false { try await Task.sleep(for: .milliseconds(20)) }
-        XCTAssertTrue(replica.api.cacheIsEnabledForTesting)
+        try await replica.waitUntilListening()
         expect(try await onReplica.call("GET", "/api/v1/devices"), 200)
         expect(try await onReplica.call("GET", "/api/v1/devices"), 200)
         XCTAssertTrue(replica.api.cachesTokenForTesting(secret), "the replica now answers from its cache")
@@ -103,9 +102,8 @@ final class AuthTests: XCTestCase {
         let token = try XCTUnwrap(created.json["device_token"]?.stringValue)
         let here = APIClient(port: server.port, token: token, wire: .h2)
         let there = APIClient(port: replica.port, token: token, wire: .h1)
-        for _ in 0..<100 where !(server.api.cacheIsEnabledForTesting && replica.api.cacheIsEnabledForTesting) {
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        try await server.waitUntilListening()
+        try await replica.waitUntilListening()
         for client in [here, there] {
             expect(try await client.call("GET", "/api/v1/agent/next"), 204)
             expect(try await client.call("GET", "/api/v1/agent/next"), 204)

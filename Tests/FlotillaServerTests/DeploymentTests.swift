@@ -256,7 +256,7 @@ final class DeploymentTests: XCTestCase {
     /// by another (NOTIFY), and an idle device cached as "nothing to do" there learns of it too.
     func testADeploymentThroughOneReplicaReachesPollsOnAnother() async throws {
         let replica = try APIServer(sharing: server, clock: clock.wallClock)
-        for _ in 0..<100 where !replica.api.cacheIsEnabledForTesting { try await Task.sleep(for: .milliseconds(20)) }
+        try await replica.waitUntilListening()
         let waiting = try await ScriptedDevice(server: replica, admin: admin, name: "cam-1", groups: ["site-berlin"])
         let idle = try await ScriptedDevice(server: replica, admin: admin, name: "cam-2", groups: ["site-berlin"])
         let nothing = try await idle.next()

@@ -114,6 +114,12 @@ final class APIServer: @unchecked Sendable {
         port = try server.start().port
     }
 
+    /// Waits until this server's NOTIFY listener is connected (its caches are off until then).
+    func waitUntilListening() async throws {
+        for _ in 0..<100 where !api.cacheIsEnabledForTesting { try await Task.sleep(for: .milliseconds(20)) }
+        XCTAssertTrue(api.cacheIsEnabledForTesting, "the listener never connected")
+    }
+
     func stop() async {
         await server.shutdown(gracePeriod: .seconds(2))
         api.stop()
