@@ -120,7 +120,9 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw ValidationError("cannot start: \(error)")
         }
-        let pool = PGPool(.init(connection: opened.options, size: database.dbPoolSize))
+        var poolConfiguration = PGPool.Configuration(connection: opened.options, size: database.dbPoolSize)
+        poolConfiguration.driver = database.dbDriver
+        let pool = PGPool(poolConfiguration)
         let server: HTTPServer
         let management: ManagementAPI
         do {

@@ -27,8 +27,9 @@ public struct PGConnectionOptions: Sendable {
 
 public final class PGConnection {
     private let conn: OpaquePointer
-    private var statements: [String: String] = [:]
-    private var nextStatement = 0
+    /// Prepared statements on this connection: SQL text → statement name.
+    var statements: [String: String] = [:]
+    var nextStatement = 0
     /// Beyond this many distinct texts, queries run unprepared (dynamic SQL must not grow memory without bound).
     static let statementCacheLimit = 256
 
@@ -57,6 +58,9 @@ public final class PGConnection {
     public var isUsable: Bool { PQstatus(conn) == CONNECTION_OK }
 
     var socketDescriptor: Int32 { PQsocket(conn) }
+
+    /// The libpq handle, for the async driver (PGPipelineConnection) that takes over a connection.
+    var handle: OpaquePointer { conn }
 
     /// Reads what the server sent and returns the payloads of the notifications in it;
     /// nil when the connection broke.

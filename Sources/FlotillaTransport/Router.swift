@@ -130,13 +130,15 @@ public struct Router: Sendable {
 
     private static func literalsMatch(_ segments: [Segment], _ parts: [Substring]) -> Bool {
         for (segment, part) in zip(segments, parts) {
-            if case .literal(let text) = segment, part != text { return false }
+            if case .literal(let text) = segment, !part.utf8.elementsEqual(text.utf8) { return false }
         }
         return true
     }
 
+    /// Splits on "/" byte by byte: String.split walks grapheme clusters, which made it the
+    /// costliest step of routing (perf showed ~6% of a database-backed request).
     private static func split(_ path: String) -> [Substring] {
-        path.split(separator: "/", omittingEmptySubsequences: true)
+        path.utf8.split(separator: UInt8(ascii: "/")).map { Substring($0) }
     }
 
     private static func bind(_ segments: [Segment], to parts: [Substring]) -> [String: String]? {

@@ -155,6 +155,62 @@ final class StoreTests: XCTestCase {
         pool.close()
     }
 
+    /// Both libpq drivers (issue 3 measures them against each other) must give every caller
+    /// its own result: concurrent statements, first uses of a text racing each other, a
+    /// failing statement among good ones, and a connection killed under them.
+    func testEveryDriverGivesEachStatementItsOwnResult() async throws {
+        let conninfo = try TestCluster.freshDatabase().conninfo
+        for driver in PGPool.Driver.allCases {
+            var configuration = PGPool.Configuration(connection: PGConnectionOptions(conninfo: conninfo), size: 2)
+            configuration.driver = driver
+            let pool = PGPool(configuration)
+            try await withThrowingTaskGroup(of: (Int, Result<Int, PGError>).self) { group in
+                for i in 0..<300 {
+                    group.addTask {
+                        // Five texts, so first uses (prepares) race; every 7th divides by zero.
+                        let sql: SQL = switch i % 5 {
+                        case 0: "SELECT \(i)::int / \(i % 7 == 0 ? 0 : 1)"
+                        case 1: "SELECT \(i)::int + 0"
+                        case 2: "SELECT \(i)::int * 1"
+                        case 3: "SELECT \(i)::int - 0"
+                        default: "SELECT abs(\(i)::int)"
+                        }
+                        do {
+                            return (i, .success(try await pool.query(sql)[0].decode(Int.self)))
+                        } catch let error as PGError {
+                            return (i, .failure(error))
+                        }
+                    }
+                }
+                for try await (i, result) in group {
+                    switch result {
+                    case .success(let value):
+                        XCTAssertFalse(i % 5 == 0 && i % 7 == 0, "\(driver): \(i) should have failed")
+                        XCTAssertEqual(value, i, "\(driver)")
+                    case .failure(let error):
+                        XCTAssertTrue(i % 5 == 0 && i % 7 == 0, "\(driver): \(i) failed: \(error)")
+                        XCTAssertEqual(error.sqlState, "22012", "\(driver)")
+                    }
+                }
+            }
+            // Kill the pool's sessions, as a database restart does: callers get an error that
+            // says "unavailable" (never a hang), and the pool reconnects on its own.
+            let admin = try PGConnection(PGConnectionOptions(conninfo: conninfo))
+            try admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'flotilla' AND pid <> pg_backend_pid()")
+            var recovered = false
+            for _ in 0..<50 where !recovered {
+                do {
+                    recovered = try await pool.query("SELECT 42")[0].decode(Int.self) == 42
+                } catch let error as PGError {
+                    XCTAssertTrue(error.isUnavailable, "\(driver): \(error)")
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+            }
+            XCTAssertTrue(recovered, "\(driver): the pool never reconnected")
+            pool.close()
+        }
+    }
+
     func testUnreachableDatabaseFailsFast() async throws {
         let pool = PGPool(.init(connection: PGConnectionOptions(conninfo: "host=/nonexistent-dir port=5432 dbname=x user=x")))
         for _ in 0..<3 {
