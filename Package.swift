@@ -48,7 +48,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "FlotillaAgent", dependencies: [
-            "FlotillaCore", "FlotillaJSON", "FlotillaTransport",
+            "FlotillaCore", "FlotillaJSON", "FlotillaTransport", "COpenSSL",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "FlotillaCLI", dependencies: [

@@ -11,7 +11,7 @@ extension ManagementAPI {
     func nextManifest(_ device: String) async throws -> JSON? {
         guard let row = try await db.query("""
             SELECT e.id::text, e.deployment_id::text, e.app, d.app_version, e.known_good, e.state, e.step, e.attempt, e.seq,
-                   e.deadline_at, d.steps, d.rollback, d.flow_name, d.flow_version
+                   e.deadline_at, d.steps, d.rollback, d.flow_name, d.flow_version, d.params
             FROM executions e JOIN deployments d ON d.id = e.deployment_id
             WHERE e.device_id = \(device)::uuid
               AND e.state IN ('queued', 'downloading', 'installing', 'rebooting', 'verifying', 'rolling_back')
@@ -20,9 +20,10 @@ extension ManagementAPI {
                     AND o.state IN ('downloading', 'installing', 'rebooting', 'verifying', 'rolling_back')))
             ORDER BY e.state = 'queued', e.created_at LIMIT 1
             """).first else { return nil }
-        let (id, deployment, app, version, knownGood, stateName, step, attempt, seq, deadline, steps, rollback, flowName, flowVersion) = try row.decode(
+        let (id, deployment, app, version, knownGood, stateName, step, attempt, seq, deadline, steps, rollback, flowName, flowVersion,
+             params) = try row.decode(
             String.self, String.self, String.self, String.self, String?.self, String.self, Int.self, Int.self, Int.self,
-            Timestamp?.self, JSONText.self, JSONText.self, String.self, Int.self)
+            Timestamp?.self, JSONText.self, JSONText.self, String.self, Int.self, JSONText.self)
         let directive = ExecutionState(rawValue: stateName)?.directive ?? .stop
         return .fields([
             ("execution", .fields([
@@ -32,6 +33,8 @@ extension ManagementAPI {
                 ("state", .string(stateName)), ("step", .int(step)), ("attempt", .int(attempt)), ("seq", .int(seq)),
                 ("directive", .string(directive.rawValue)), ("deadline_at", deadline.map { .string($0.rfc3339) } ?? .null),
                 ("steps", .raw(steps.text)), ("rollback", .raw(rollback.text)),
+                // The deployment's parameters: the agent puts them in scripts' environments.
+                ("params", .raw(params.text)),
             ])),
         ])
     }

@@ -13,17 +13,20 @@ extension ManagementAPI {
     static let deviceColumns = """
         d.id::text, d.name, d.labels, d.attributes, d.created_at, d.updated_at, d.last_seen_at, d.version,
         coalesce((SELECT jsonb_object_agg(i.app, i.version) FROM installed_versions i WHERE i.device_id = d.id), '{}'),
+        coalesce((SELECT jsonb_object_agg(i.app, i.known_good) FROM installed_versions i
+                  WHERE i.device_id = d.id AND i.known_good IS NOT NULL), '{}'),
         coalesce((SELECT jsonb_agg(g.name ORDER BY g.name) FROM group_members m JOIN groups g ON g.id = m.group_id
                   WHERE m.device_id = d.id), '[]')
         """
 
     static func deviceJSON(_ row: PGRow) throws -> JSON {
-        let (id, name, labels, attributes, created, updated, seen, version, installed, groups) = try row.decode(
+        let (id, name, labels, attributes, created, updated, seen, version, installed, knownGood, groups) = try row.decode(
             String.self, String.self, JSONText.self, JSONText.self, Timestamp.self, Timestamp.self, Timestamp?.self,
-            Int.self, JSONText.self, JSONText.self)
+            Int.self, JSONText.self, JSONText.self, JSONText.self)
         return .fields([
             ("id", .string(id)), ("name", .string(name)), ("labels", .raw(labels.text)), ("attributes", .raw(attributes.text)),
             ("groups", .raw(groups.text)), ("installed", .raw(installed.text)),
+            ("known_good", .raw(knownGood.text)),
             ("created_at", .string(created.rfc3339)), ("updated_at", .string(updated.rfc3339)),
             ("last_seen_at", seen.map { .string($0.rfc3339) } ?? .null), ("version", .int(version)),
         ])

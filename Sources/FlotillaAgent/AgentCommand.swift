@@ -1,6 +1,6 @@
-// `flotilla-agent`: the device side. This build has the fleet simulator (virtual devices
-// that speak the real device API); the daemon that runs flows on a real device arrives
-// with the rest of the agent issue.
+// `flotilla-agent`: the device side. `run` is the daemon that carries out update flows on
+// the device (AgentDaemon), `status` reads its state directory, `simulate` runs many
+// virtual devices against a server for demos and load tests.
 
 import ArgumentParser
 import FlotillaCore
@@ -10,7 +10,7 @@ struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flotilla-agent",
         abstract: "The Flotilla device agent: polls the server and runs update flows with rollback.",
-        discussion: "`simulate` runs many virtual devices against a real server (demos, load tests). The on-device daemon (`run`, `status`) is not implemented yet.",
+        discussion: "`run` is the on-device daemon (see the README for its systemd unit); `status` shows what it is doing; `simulate` runs many virtual devices against a real server (demos, load tests).",
         version: FlotillaVersion.current,
-        subcommands: [Simulate.self])
+        subcommands: [Run.self, Status.self, Simulate.self])
 }

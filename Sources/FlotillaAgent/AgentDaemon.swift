@@ -1,0 +1,287 @@
+// `flotilla-agent run`: the executor of AgentMachine. The one place where the machine's
+// actions touch the device, the disk and the network:
+//
+//   start → journal → machine.started() → perform
+//   loop: deliver the outbox → long-poll agent/next → manifest → machine → perform
+//   perform: save the journal, then each action in order; an activity's outcome is the
+//            machine's next event; a directive in a report's answer may replace what is left.
+//
+// The journal is saved before every side effect, so SIGKILL anywhere resumes correctly.
+// Reports go to the on-disk outbox first and are delivered in order whenever the server
+// can be reached; the work on the device does not wait for the network.
+
+import FlotillaCore
+import FlotillaJSON
+import FlotillaTransport
+import Foundation
+
+final class AgentDaemon: @unchecked Sendable {
+    let config: AgentConfig
+    let files: AgentFiles
+    private var machine: AgentMachine
+    private var client: HTTP2Client?
+    private var backoff = 1.0
+
+    init(config: AgentConfig) throws {
+        self.config = config
+        files = try AgentFiles(root: config.stateDirectory)
+        machine = try files.loadMachine()
+    }
+
+    var auth: HTTPHeaders { ["authorization": "Bearer \(config.token)", "content-type": "application/json"] }
+
+    func run() async throws {
+        log("flotilla-agent \(FlotillaVersion.current) starting; state in \(config.stateDirectory); phase \(machine.journal.objectValue?["phase"]?.stringValue ?? "?")")
+        await perform(machine.started())
+        await heartbeat()
+        while true {
+            await deliverOutbox()
+            // Only poll with an empty outbox: the server must hear how the last execution
+            // ended before it is asked what to do next.
+            if !files.pendingReports().isEmpty {
+                await pause()
+                continue
+            }
+            do {
+                let response = try await connection().send(
+                    ClientRequest(path: "/api/v1/agent/next?wait=\(config.pollWait)", headers: auth),
+                    timeout: .seconds(config.pollWait + 15))
+                switch response.status {
+                case 200:
+                    backoff = 1
+                    try await received(JSON.parse(response.body))
+                case 204:
+                    backoff = 1
+                    let interval = Double(response.headers["x-poll-interval"] ?? "") ?? config.pollMinimum
+                    let jitter = Double(response.headers["x-poll-jitter"] ?? "") ?? 0
+                    // A long poll already waited on the server: then only the jitter spreads the
+                    // fleet out. A plain poll waits the server's interval, within our bounds.
+                    let base = config.pollWait > 0 ? 0 : min(max(interval, config.pollMinimum), config.pollMaximum)
+                    try await Task.sleep(for: .seconds(base + Double.random(in: 0...max(0, min(jitter, config.pollMaximum)))))
+                case 401:
+                    log("the server refused the device token (401); check --token")
+                    await pause()
+                default:
+                    log("poll answered \(response.status): \(response.bodyText.prefix(200))")
+                    await pause()
+                }
+            } catch {
+                log("server unreachable: \(error)")
+                await dropConnection()
+                await pause()
+            }
+        }
+    }
+
+    /// A manifest for this device: remember it, then hand it to the machine.
+    private func received(_ body: JSON) async throws {
+        guard let execution = body.objectValue?["execution"], let fields = execution.objectValue,
+              let id = fields["id"]?.stringValue, let app = fields["app"]?.stringValue,
+              let version = fields["version"]?.stringValue, let steps = fields["steps"]?.arrayValue else {
+            log("ignoring a manifest without id, app, version or steps")
+            return
+        }
+        let kinds = steps.map { StepKind(rawValue: $0.objectValue?["kind"]?.stringValue ?? "") ?? .run }
+        let job = AgentJob(executionID: id, app: app, version: version, steps: kinds,
+                           rollbackReboots: fields["rollback"]?.objectValue?["reboot"] == .bool(true))
+        try AgentFiles.writeAtomically(execution, to: files.manifestPath)
+        log("execution \(id): \(app) \(version), \(steps.count) steps")
+        await perform(machine.manifestReceived(job, serverState: fields["state"]?.stringValue ?? "queued",
+                                               serverSeq: fields["seq"]?.intValue ?? 0, serverStep: fields["step"]?.intValue ?? 0))
+    }
+
+    // MARK: - The executor
+
+    private func perform(_ first: AgentDecision) async {
+        var decision = first
+        while true {
+            guard case .accepted(var actions) = decision else {
+                if case .rejected(let reason) = decision { log("machine refused: \(reason)") }
+                return
+            }
+            // Journal first: whatever happens next, a restart knows where we were.
+            do { try files.save(machine) } catch {
+                log("cannot write the journal (\(error)); not acting without it")
+                await pause()
+                return
+            }
+            var next: AgentDecision?
+            while next == nil, !actions.isEmpty {
+                let action = actions.removeFirst()
+                next = await execute(action)
+                crashPoint(after: action)
+                if next == nil, case .report = action, let steered = await deliverOutbox() {
+                    next = steered  // the server's answer changed the plan
+                }
+            }
+            guard let next else { return }
+            decision = next
+        }
+    }
+
+    /// Performs one action; returns the machine's decision on its outcome (activities only).
+    private func execute(_ action: AgentAction) async -> AgentDecision? {
+        let manifest = (try? AgentFiles.read(files.manifestPath)) ?? .object([:])
+        let steps = AgentSteps(files: files, manifest: manifest, client: { [self] in try await connection() }, auth: auth)
+        func outcome(_ body: () throws(StepFailure) -> Void) -> AgentDecision {
+            do throws(StepFailure) {
+                try body()
+                return machine.activitySucceeded()
+            } catch {
+                log("failed: \(error.message)")
+                return machine.activityFailed(error.message, exitCode: error.exitCode, logTail: error.logTail)
+            }
+        }
+        switch action {
+        case .report(let report):
+            do { try files.enqueue(report) } catch { log("cannot queue a report: \(error)") }
+            return nil
+        case .download(let step):
+            log("step \(step): download")
+            do throws(StepFailure) {
+                try await steps.download(step)
+                return machine.activitySucceeded()
+            } catch {
+                log("failed: \(error.message)")
+                return machine.activityFailed(error.message)
+            }
+        case .snapshot:
+            return outcome { () throws(StepFailure) in try Snapshot.take(steps.snapshotPaths, files: files) }
+        case .runScript(let step):
+            log("step \(step): install script")
+            return outcome { () throws(StepFailure) in try steps.runScript(step) }
+        case .healthCheck(let step):
+            log("step \(step): health check")
+            return outcome { () throws(StepFailure) in try steps.healthCheck(step) }
+        case .verifyRestore:
+            return outcome { () throws(StepFailure) in try Snapshot.verify(files: files) }
+        case .restoreSnapshot:
+            log("rolling back: restoring the known-good")
+            return outcome { () throws(StepFailure) in try Snapshot.restore(files: files) }
+        case .runRollbackScript:
+            return outcome { () throws(StepFailure) in try steps.rollbackScript() }
+        case .dropSnapshot:
+            Snapshot.drop(files: files)
+            return nil
+        case .reboot:
+            return await reboot()
+        case .finished(let outcome, let app, let version):
+            log("execution ended: \(outcome.rawValue)")
+            if outcome == .succeeded { try? files.setInstalled(app: app, version: version) }
+            try? AgentFiles.writeAtomically(.fields([
+                ("outcome", .string(outcome.rawValue)), ("app", .string(app)), ("version", .string(version)),
+                ("execution", manifest.objectValue?["id"] ?? .null), ("at", .string(ISO8601DateFormatter().string(from: Date()))),
+            ]), to: files.root + "/last-result.json")
+            try? AgentFiles.remove(files.manifestPath)
+            await heartbeat()
+            return nil
+        }
+    }
+
+    /// The journal already says a reboot is pending; tell the server what we can, then go.
+    private func reboot() async -> AgentDecision? {
+        await deliverOutbox()
+        switch config.reboot {
+        case .exit:
+            log("reboot: exiting for the supervisor to start the agent again")
+            exit(0)
+        case .command(let command):
+            log("reboot: \(command)")
+            let result = try? Script.run(command, environment: [:], timeout: 120)
+            guard result?.succeeded == true else {
+                return machine.activityFailed("the reboot command failed: \(result?.tail ?? "could not start it")")
+            }
+            // The system is going down; the next start continues from the journal.
+            try? await Task.sleep(for: .seconds(3600))
+            return machine.activityFailed("the reboot command returned but the device did not reboot within an hour")
+        }
+    }
+
+    /// Fault injection for the Killed_in_X tests: with FLOTILLA_AGENT_KILL_AFTER=<action>
+    /// (download, snapshot, run, reboot, verify, restore, rollback_script), the agent SIGKILLs
+    /// itself once, right after doing that action and before its outcome reaches the journal:
+    /// the worst moment to lose power. A marker file makes it happen only once.
+    private func crashPoint(after action: AgentAction) {
+        guard let target = ProcessInfo.processInfo.environment["FLOTILLA_AGENT_KILL_AFTER"] else { return }
+        let name: String? = switch action {
+        case .download: "download"
+        case .snapshot: "snapshot"
+        case .runScript: "run"
+        case .healthCheck: "verify"
+        case .restoreSnapshot: "restore"
+        case .runRollbackScript: "rollback_script"
+        case .report, .reboot, .verifyRestore, .dropSnapshot, .finished: nil
+        }
+        let marker = files.root + "/killed-after-" + target
+        guard name == target, !FileManager.default.fileExists(atPath: marker) else { return }
+        FileManager.default.createFile(atPath: marker, contents: nil)
+        log("FLOTILLA_AGENT_KILL_AFTER=\(target): killing myself")
+        kill(getpid(), SIGKILL)
+    }
+
+    // MARK: - Network
+
+    private func connection() async throws -> HTTP2Client {
+        if let client { return client }
+        let fresh = try await HTTP2Client.connect(to: config.server, tls: TLSClientConfiguration(trustedCAPath: config.caFile),
+                                                  timeout: .seconds(10), maxResponseBytes: 64 << 20)
+        client = fresh
+        return fresh
+    }
+
+    private func dropConnection() async {
+        await client?.close()
+        client = nil
+    }
+
+    /// Sends queued reports in order until the outbox is empty or the server is unreachable.
+    /// Returns the machine's decision when an answer carried a directive that changes the plan.
+    @discardableResult
+    private func deliverOutbox() async -> AgentDecision? {
+        var steered: AgentDecision?
+        for entry in files.pendingReports() {
+            do {
+                let response = try await connection().send(ClientRequest(
+                    method: "POST", path: "/api/v1/agent/executions/\(entry.execution)/reports", headers: auth,
+                    body: .bytes(Array(entry.body.serialized.utf8))), timeout: .seconds(30))
+                if response.status == 401 || response.status >= 500 {
+                    log("report answered \(response.status); keeping it for later")
+                    return steered
+                }
+                // 200 (accepted, duplicate, stale), 409 (the server moved on) and 404/422 are all
+                // final answers: the report has been heard and must not be sent again.
+                try? AgentFiles.remove(entry.path)
+                let answer = (try? JSON.parse(response.body))?.objectValue ?? [:]
+                let details = answer["error"]?.objectValue?["details"]?.objectValue ?? answer
+                if response.status != 200 { log("report \(entry.body.serialized) answered \(response.status)") }
+                if entry.execution == machine.job?.executionID,
+                   let directive = details["directive"]?.stringValue.flatMap(Directive.init(rawValue:)), directive != .proceed {
+                    log("the server says \(directive.rawValue) for execution \(entry.execution)")
+                    let decision = machine.directiveReceived(directive)
+                    if case .accepted(let actions) = decision, !actions.isEmpty { steered = decision }
+                }
+            } catch {
+                await dropConnection()
+                return steered
+            }
+        }
+        backoff = 1
+        return steered
+    }
+
+    private func heartbeat() async {
+        let body = JSON.fields([("installed", .object(files.installed().mapValues(JSON.string)))])
+        _ = try? await connection().send(ClientRequest(method: "POST", path: "/api/v1/agent/heartbeat", headers: auth,
+                                                       body: .bytes(Array(body.serialized.utf8))), timeout: .seconds(10))
+    }
+
+    /// Exponential backoff with jitter while the server cannot be reached: never a tight loop.
+    private func pause() async {
+        try? await Task.sleep(for: .seconds(backoff * Double.random(in: 0.5...1.5)))
+        backoff = min(backoff * 2, config.pollMaximum)
+    }
+
+    func log(_ message: String) {
+        FileHandle.standardError.write(Data("flotilla-agent: \(message)\n".utf8))
+    }
+}

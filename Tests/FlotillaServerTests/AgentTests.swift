@@ -1,0 +1,248 @@
+// The real `flotilla-agent run` process against a real server, on a "device" that is a
+// temporary directory: the scenario table of issue 5, in the spirit of mender's
+// Error_in_X / Killed_in_X. A reboot makes the agent exit (`--reboot-command exit`) and
+// the test, as its supervisor, starts it again. FLOTILLA_AGENT_KILL_AFTER makes the agent
+// SIGKILL itself right after an action, before its outcome reaches the journal.
+
+import FlotillaAPI
+import FlotillaStore
+import FlotillaTestSupport
+import Foundation
+import XCTest
+
+final class AgentTests: XCTestCase {
+    var server: APIServer!
+    var admin: APIClient!
+    var work: String!
+    var device: ScriptedDevice!
+    var modelsBefore: [String: String] = [:]
+
+    /// A flow whose steps act on `${root}` (the device) and whose failures are parameters.
+    static let flow = """
+        name: agent-test
+        app: demo-model
+        app_version: "${version}"
+        parameters:
+          version: {type: string}
+          artifact: {type: string}
+          size: {type: integer}
+          root: {type: string}
+          install_extra: {type: string, default: "true"}
+          install_timeout: {type: integer, default: 20}
+          verify_extra: {type: string, default: "true"}
+        steps:
+          - name: fetch model
+            download:
+              artifact: "${artifact}"
+              sha256: "${artifact}"
+              size: "${size}"
+              destination: "${root}/incoming/model-${version}.bin"
+              timeout: 60
+          - name: install model
+            run:
+              script: |
+                set -eu
+                cp "${root}/incoming/model-${version}.bin" "${root}/models/current.bin"
+                echo "$FLOTILLA_PARAM_VERSION" > "${root}/models/VERSION"
+                rm -f "${root}/models/old-only.txt"
+                mkdir -p "${root}/models/extra" && echo new > "${root}/models/extra/added.txt"
+                ${install_extra}
+              timeout: "${install_timeout}"
+          - reboot:
+              deadline: 120
+          - name: model answers
+            verify:
+              script: test "$(cat ${root}/models/VERSION)" = "${version}" && ${verify_extra}
+              timeout: 10
+        rollback:
+          snapshot:
+            - "${root}/models"
+          script: echo restored >> "${root}/rollback.log"
+          timeout: 30
+        """
+
+    override func setUp() async throws {
+        server = try APIServer()
+        admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
+        work = NSTemporaryDirectory() + "flotilla-agent-test-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: work + "/device/models", withIntermediateDirectories: true)
+        try Self.flow.write(toFile: work + "/agent-test.yaml", atomically: true, encoding: .utf8)
+        let applied = try await admin.call("POST", "/api/v1/flows", try FlowFiles.document(atPath: work + "/agent-test.yaml").serialized)
+        XCTAssertEqual(applied.status, 201, applied.text)
+        try await admin.uploadSampleArtifact()
+        // The known-good on the device: version 1.0, a file the update deletes, a private mode.
+        try "1.0\n".write(toFile: work + "/device/models/VERSION", atomically: true, encoding: .utf8)
+        try "old weights\n".write(toFile: work + "/device/models/current.bin", atomically: true, encoding: .utf8)
+        try "only in 1.0\n".write(toFile: work + "/device/models/old-only.txt", atomically: true, encoding: .utf8)
+        XCTAssertEqual(chmod(work + "/device/models/current.bin", 0o640), 0)
+        modelsBefore = try tree(work + "/device/models")
+        device = try await ScriptedDevice(server: server, admin: admin, name: "camera-1")
+    }
+
+    override func tearDown() async throws {
+        await device?.client.close()
+        await admin.close()
+        await server.stop()
+        try? FileManager.default.removeItem(atPath: work)
+    }
+
+    // MARK: - Scenarios
+
+    func testHappyPathInstallsReportsAndAdvancesTheKnownGood() async throws {
+        let (state, output, starts) = try await deployAndRun()
+        XCTAssertEqual(state["state"], .string("succeeded"), output)
+        XCTAssertEqual(starts, 2, "one start, one after the reboot\n\(output)")
+        XCTAssertEqual(try String(contentsOfFile: work + "/device/models/VERSION", encoding: .utf8), "2.0\n")
+        XCTAssertEqual(try String(contentsOfFile: work + "/device/models/current.bin", encoding: .utf8), sampleArtifact)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: work + "/device/models/old-only.txt"))
+        let shown = try await admin.call("GET", "/api/v1/devices/camera-1")
+        XCTAssertEqual(shown.json["installed"]?["demo-model"], .string("2.0"), shown.text)
+        XCTAssertEqual(shown.json["known_good"]?["demo-model"], .string("2.0"), shown.text)
+        let status = try agentStatus()
+        XCTAssertEqual(status["phase"], .string("idle"))
+        XCTAssertEqual(status["installed"]?["demo-model"], .string("2.0"))
+        XCTAssertEqual(status["last_result"]?["outcome"], .string("succeeded"))
+        XCTAssertEqual(status["reports_queued"]?.intValue, 0)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: work + "/state/snapshot"), "the snapshot is dropped after success")
+    }
+
+    func testChecksumMismatchTouchesNothingAndFails() async throws {
+        // The stored blob is corrupted after upload (same size): the agent must catch it.
+        let blob = server.artifactDirectory + "/sha256/\(sampleSHA.prefix(2))/\(sampleSHA)"
+        try String(repeating: "X", count: sampleArtifact.utf8.count).write(toFile: blob, atomically: false, encoding: .utf8)
+        let (state, output, _) = try await deployAndRun()
+        XCTAssertEqual(state["state"], .string("failed"), output)
+        XCTAssertTrue(state["failure"]?["message"]?.stringValue?.contains("checksum mismatch") == true, "\(state)")
+        XCTAssertEqual(try tree(work + "/device/models"), modelsBefore)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: work + "/device/incoming"), "nothing placed on the device")
+    }
+
+    func testInstallScriptFailureRestoresByteForByte() async throws {
+        let (state, output, _) = try await deployAndRun(params: #""install_extra":"exit 3""#)
+        XCTAssertEqual(state["state"], .string("rolled_back"), output)
+        XCTAssertEqual(state["failure"]?["exit_code"]?.intValue, 3, "\(state)")
+        XCTAssertEqual(try tree(work + "/device/models"), modelsBefore)
+        XCTAssertEqual(try String(contentsOfFile: work + "/device/rollback.log", encoding: .utf8), "restored\n")
+        let shown = try await admin.call("GET", "/api/v1/devices/camera-1")
+        XCTAssertNil(shown.json["known_good"]?["demo-model"], "a rollback does not advance the known-good")
+    }
+
+    func testInstallScriptTimeoutKillsItAndRestores() async throws {
+        let (state, output, _) = try await deployAndRun(params: #""install_extra":"sleep 60","install_timeout":1"#)
+        XCTAssertEqual(state["state"], .string("rolled_back"), output)
+        XCTAssertTrue(state["failure"]?["message"]?.stringValue?.contains("timed out") == true, "\(state)")
+        XCTAssertEqual(try tree(work + "/device/models"), modelsBefore)
+    }
+
+    func testFailedHealthCheckAfterTheRebootRollsBack() async throws {
+        let (state, output, starts) = try await deployAndRun(params: #""verify_extra":"false""#)
+        XCTAssertEqual(state["state"], .string("rolled_back"), output)
+        XCTAssertEqual(starts, 2, output)
+        XCTAssertEqual(try tree(work + "/device/models"), modelsBefore)
+    }
+
+    /// Killed_in_X: SIGKILL right after each action, then started again. The device ends
+    /// on the new version or exactly on the old one, and the server agrees.
+    func testKilledAfterEveryActionEndsConsistently() async throws {
+        let cases: [(kill: String, params: String, expected: String)] = [
+            ("download", "", "succeeded"),
+            ("snapshot", "", "succeeded"),
+            ("run", "", "rolled_back"),  // a script that may have half run is never trusted
+            ("verify", "", "succeeded"),
+            ("restore", #""install_extra":"exit 1""#, "rolled_back"),
+            ("rollback_script", #""install_extra":"exit 1""#, "rolled_back"),
+        ]
+        for (index, scenario) in cases.enumerated() {
+            if index > 0 { try resetDevice() }
+            let (state, output, starts) = try await deployAndRun(version: "2.\(index)", params: scenario.params,
+                                                                 environment: ["FLOTILLA_AGENT_KILL_AFTER": scenario.kill])
+            XCTAssertEqual(state["state"], .string(scenario.expected), "killed after \(scenario.kill)\n\(output)")
+            XCTAssertTrue(output.contains("KILL_AFTER=\(scenario.kill)"), "the kill happened: \(scenario.kill)\n\(output)")
+            XCTAssertGreaterThanOrEqual(starts, 2, scenario.kill)
+            if scenario.expected == "rolled_back" {
+                XCTAssertEqual(try tree(work + "/device/models"), modelsBefore, "killed after \(scenario.kill)")
+            } else {
+                XCTAssertEqual(try String(contentsOfFile: work + "/device/models/VERSION", encoding: .utf8), "2.\(index)\n")
+            }
+        }
+    }
+
+    // MARK: - Harness
+
+    /// Deploys agent-test `version` to the device and supervises the agent (restarting it
+    /// whenever it exits: reboots and kills) until the server's execution is terminal.
+    private func deployAndRun(version: String = "2.0", params: String = "", environment: [String: String] = [:])
+        async throws -> (execution: JSON, output: String, starts: Int) {
+        let extra = params.isEmpty ? "" : "," + params
+        let body = #"{"flow":{"name":"agent-test"},"target":{"devices":["camera-1"]},"params":{"version":"\#(version)","artifact":"\#(sampleSHA)","size":\#(sampleArtifact.utf8.count),"root":"\#(work!)/device"\#(extra)}}"#
+        let created = try await admin.call("POST", "/api/v1/deployments", body)
+        XCTAssertEqual(created.status, 201, created.text)
+        let deployment = try XCTUnwrap(created.json["id"]?.stringValue)
+        var output = "", starts = 0
+        var agent: ChildProcess?
+        let deadline = Date().addingTimeInterval(60)
+        var execution = JSON.null
+        while Date() < deadline {
+            if agent == nil || agent?.isRunning == false {
+                if let agent { output += agent.readToEnd() }
+                XCTAssertLessThan(starts, 8, "the agent keeps exiting\n\(output)")
+                agent = try startAgent(environment: environment)
+                starts += 1
+            }
+            execution = try await admin.execution(deployment, device: "camera-1")
+            if ["succeeded", "failed", "rolled_back", "rollback_failed", "canceled"].contains(execution["state"]?.stringValue ?? "") {
+                break
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        // Let the agent finish its bookkeeping (last report, heartbeat), then stop it.
+        try await Task.sleep(for: .milliseconds(300))
+        agent?.signal(SIGKILL)
+        if let agent { output += agent.readToEnd(); _ = agent.wait() }
+        return (execution, output, starts)
+    }
+
+    private func startAgent(environment: [String: String]) throws -> ChildProcess {
+        try ChildProcess(productsDirectory.appendingPathComponent("flotilla-agent").path,
+                         ["run", "--config", work + "/none.conf", "--server", server.url, "--token", device.token,
+                          "--state-dir", work + "/state", "--poll-wait", "1", "--poll-min", "0", "--poll-max", "2",
+                          "--reboot-command", "exit"],
+                         environment: ProcessInfo.processInfo.environment.merging(environment) { $1 })
+    }
+
+    private func agentStatus() throws -> JSON {
+        let (status, output) = try ChildProcess.run(productsDirectory.appendingPathComponent("flotilla-agent").path,
+                                                    ["status", "--json", "--config", work + "/none.conf", "--state-dir", work + "/state"])
+        XCTAssertEqual(status, 0, output)
+        return try JSON.parse(Array(output.utf8))
+    }
+
+    /// Puts the known-good back between sub-scenarios (a succeeded one changed it).
+    private func resetDevice() throws {
+        try? FileManager.default.removeItem(atPath: work + "/device/models")
+        try FileManager.default.createDirectory(atPath: work + "/device/models", withIntermediateDirectories: true)
+        try "1.0\n".write(toFile: work + "/device/models/VERSION", atomically: true, encoding: .utf8)
+        try "old weights\n".write(toFile: work + "/device/models/current.bin", atomically: true, encoding: .utf8)
+        try "only in 1.0\n".write(toFile: work + "/device/models/old-only.txt", atomically: true, encoding: .utf8)
+        XCTAssertEqual(chmod(work + "/device/models/current.bin", 0o640), 0)
+        XCTAssertEqual(try tree(work + "/device/models"), modelsBefore)
+    }
+
+    /// Every path under `root` → its kind, mode and contents: equal trees are byte-for-byte equal.
+    private func tree(_ root: String) throws -> [String: String] {
+        var result: [String: String] = [:]
+        let paths = [""] + (FileManager.default.subpaths(atPath: root) ?? [])
+        for path in paths {
+            let full = root + (path.isEmpty ? "" : "/" + path)
+            var info = stat()
+            guard lstat(full, &info) == 0 else { continue }
+            let mode = String(info.st_mode & 0o7777, radix: 8)
+            if (info.st_mode & S_IFMT) == S_IFREG {
+                result[path] = "file \(mode) " + (try String(contentsOfFile: full, encoding: .utf8))
+            } else {
+                result[path] = "other \(mode) \(info.st_mode & S_IFMT)"
+            }
+        }
+        return result
+    }
+}
