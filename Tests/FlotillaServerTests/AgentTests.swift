@@ -117,6 +117,20 @@ final class AgentTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: work + "/device/incoming"), "nothing placed on the device")
     }
 
+    /// A download cut short continues from the partial file: the device already holds the
+    /// first half, and the server's copy of that half is corrupted. Only a download that
+    /// resumes (Range) instead of starting over ends with the right checksum.
+    func testADownloadResumesFromThePartialFile() async throws {
+        let half = sampleArtifact.utf8.count / 2
+        try FileManager.default.createDirectory(atPath: work + "/state/downloads", withIntermediateDirectories: true)
+        try Data(sampleArtifact.utf8.prefix(half)).write(to: URL(fileURLWithPath: work + "/state/downloads/\(sampleSHA).part"))
+        let blob = server.artifactDirectory + "/sha256/\(sampleSHA.prefix(2))/\(sampleSHA)"
+        try Data(Array(String(repeating: "X", count: half).utf8) + Array(sampleArtifact.utf8.dropFirst(half))).write(to: URL(fileURLWithPath: blob))
+        let (state, output, _) = try await deployAndRun()
+        XCTAssertEqual(state["state"], .string("succeeded"), output)
+        XCTAssertEqual(try String(contentsOfFile: work + "/device/models/current.bin", encoding: .utf8), sampleArtifact)
+    }
+
     func testInstallScriptFailureRestoresByteForByte() async throws {
         let (state, output, _) = try await deployAndRun(params: #""install_extra":"exit 3""#)
         XCTAssertEqual(state["state"], .string("rolled_back"), output)
