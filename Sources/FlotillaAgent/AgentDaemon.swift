@@ -21,6 +21,9 @@ final class AgentDaemon: @unchecked Sendable {
     private var machine: AgentMachine
     private var client: HTTP2Client?
     private var backoff = 1.0
+    /// After a failed delivery, reports just wait in the outbox until this time, so work on
+    /// the device never stalls on connect timeouts.
+    private var deliveryRetryAt: Date?
 
     init(config: AgentConfig) throws {
         self.config = config
@@ -239,6 +242,7 @@ final class AgentDaemon: @unchecked Sendable {
     @discardableResult
     private func deliverOutbox() async -> AgentDecision? {
         var steered: AgentDecision?
+        if let retry = deliveryRetryAt, Date() < retry { return nil }
         for entry in files.pendingReports() {
             do {
                 let response = try await connection().send(ClientRequest(
@@ -261,10 +265,12 @@ final class AgentDaemon: @unchecked Sendable {
                     if case .accepted(let actions) = decision, !actions.isEmpty { steered = decision }
                 }
             } catch {
+                deliveryRetryAt = Date().addingTimeInterval(min(backoff, 5))
                 await dropConnection()
                 return steered
             }
         }
+        deliveryRetryAt = nil
         backoff = 1
         return steered
     }

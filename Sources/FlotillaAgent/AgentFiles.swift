@@ -106,7 +106,10 @@ struct AgentFiles: Sendable {
         if let version = report.version { body.append(("version", .string(version))) }
         let entry = JSON.fields([("execution", .string(report.execution)), ("body", .fields(body))])
         // Sequence numbers only grow within an execution; a global counter orders across them.
-        let name = String(format: "%012d", nextOutboxNumber())
+        // Zero-padded to a fixed width so that name order is number order. (Not
+        // String(format: "%d"): that takes a 32-bit int and mangled 64-bit numbers.)
+        let number = String(nextOutboxNumber())
+        let name = String(repeating: "0", count: max(0, 16 - number.count)) + number
         try Self.writeAtomically(entry, to: "\(outbox)/\(name).json")
     }
 
@@ -124,7 +127,8 @@ struct AgentFiles: Sendable {
     private func nextOutboxNumber() -> Int {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: outbox)) ?? []
         let last = names.compactMap { Int($0.prefix(while: \.isNumber)) }.max() ?? 0
-        // Delivered files are gone; the journal's clock keeps numbers growing across restarts.
+        // Delivered files are gone: the wall clock keeps numbers growing once the outbox is
+        // empty, the highest pending number while it is not (even if the clock steps back).
         return max(last, Int(Date().timeIntervalSince1970 * 1000)) + 1
     }
 }

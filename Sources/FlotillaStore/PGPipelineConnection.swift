@@ -54,9 +54,10 @@ final class PGPipelineConnection: @unchecked Sendable {
         writeSource = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
         readSource.setEventHandler { [weak self] in self?.readable() }
         writeSource.setEventHandler { [weak self] in self?.flush() }
-        // libpq closes the socket in PQfinish: only after both sources stopped watching it,
-        // so that a reused descriptor number is never watched by a stale source.
+        // libpq closes the socket in PQfinish, which runs when the last reference goes: both
+        // sources' cancel handlers hold one, so the descriptor outlives every watcher.
         readSource.setCancelHandler { [connection] in _ = connection }
+        writeSource.setCancelHandler { [connection] in _ = connection }
         readSource.resume()
     }
 

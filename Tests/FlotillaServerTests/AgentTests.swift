@@ -65,16 +65,12 @@ final class AgentTests: XCTestCase {
         server = try APIServer()
         admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
         work = NSTemporaryDirectory() + "flotilla-agent-test-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: work + "/device/models", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         try Self.flow.write(toFile: work + "/agent-test.yaml", atomically: true, encoding: .utf8)
         let applied = try await admin.call("POST", "/api/v1/flows", try FlowFiles.document(atPath: work + "/agent-test.yaml").serialized)
         XCTAssertEqual(applied.status, 201, applied.text)
         try await admin.uploadSampleArtifact()
-        // The known-good on the device: version 1.0, a file the update deletes, a private mode.
-        try "1.0\n".write(toFile: work + "/device/models/VERSION", atomically: true, encoding: .utf8)
-        try "old weights\n".write(toFile: work + "/device/models/current.bin", atomically: true, encoding: .utf8)
-        try "only in 1.0\n".write(toFile: work + "/device/models/old-only.txt", atomically: true, encoding: .utf8)
-        XCTAssertEqual(chmod(work + "/device/models/current.bin", 0o640), 0)
+        try writeKnownGood()
         modelsBefore = try tree(work + "/device/models")
         device = try await ScriptedDevice(server: server, admin: admin, name: "camera-1")
     }
@@ -131,10 +127,61 @@ final class AgentTests: XCTestCase {
         XCTAssertEqual(try String(contentsOfFile: work + "/device/models/current.bin", encoding: .utf8), sampleArtifact)
     }
 
+    /// The server goes away while the install script runs. The agent carries on (install,
+    /// reboot, verify) with its reports piling up in the outbox, and delivers them in order
+    /// once the server is back: the server ends up agreeing on `succeeded`.
+    func testReportsWaitInTheOutboxWhileTheServerIsDown() async throws {
+        let port = server.port
+        let gate = work + "/device/go"
+        let body = #"{"flow":{"name":"agent-test"},"target":{"devices":["camera-1"]},"params":{"version":"3.0","artifact":"\#(sampleSHA)","size":\#(sampleArtifact.utf8.count),"root":"\#(work!)/device","install_extra":"touch \#(work!)/device/running; while [ ! -f \#(gate) ]; do sleep 0.05; done","install_timeout":60}}"#
+        let created = try await admin.call("POST", "/api/v1/deployments", body)
+        XCTAssertEqual(created.status, 201, created.text)
+        let deployment = try XCTUnwrap(created.json["id"]?.stringValue)
+        var agent = try startAgent(environment: [:])
+        var output = ""
+        for _ in 0..<300 where !FileManager.default.fileExists(atPath: work + "/device/running") { try await Task.sleep(for: .milliseconds(50)) }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: work + "/device/running"), "the install script started")
+        // Down goes the server; the script finishes; the agent reboots (exits) and verifies.
+        await device.client.close()
+        await admin.close()
+        let old = server!
+        await old.stop()
+        FileManager.default.createFile(atPath: gate, contents: nil)
+        for _ in 0..<200 where agent.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        output += agent.readToEnd()
+        XCTAssertEqual(agent.wait(), 0, "the reboot step exits the agent\n\(output)")
+        agent = try startAgent(environment: [:])
+        var queued = 0
+        for _ in 0..<200 {
+            queued = try agentStatus()["reports_queued"]?.intValue ?? 0
+            if try String(contentsOfFile: work + "/device/models/VERSION", encoding: .utf8) == "3.0\n", queued >= 4 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        // step_succeeded(run), step_started(reboot), booted, step_started(verify) at least.
+        XCTAssertGreaterThanOrEqual(queued, 4, "reports wait in the outbox")
+        // Back comes the server, on the same port and database.
+        server = try APIServer(sharing: old, port: port)
+        admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
+        var state = JSON.null
+        for _ in 0..<300 {
+            state = try await admin.execution(deployment, device: "camera-1")
+            if state["state"] == .string("succeeded") { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        agent.signal(SIGKILL)
+        output += agent.readToEnd()
+        XCTAssertEqual(state["state"], .string("succeeded"), "\(state)\n\(output)")
+        XCTAssertEqual(try agentStatus()["reports_queued"]?.intValue, 0, output)
+        // In order: the event log walks the whole flow without a rejected report.
+        let events = try await admin.call("GET", "/api/v1/deployments/\(deployment)/devices")
+        XCTAssertEqual(events.json["items"]?[0]?["state"], .string("succeeded"), events.text)
+    }
+
     func testInstallScriptFailureRestoresByteForByte() async throws {
-        let (state, output, _) = try await deployAndRun(params: #""install_extra":"exit 3""#)
+        let (state, output, _) = try await deployAndRun(params: #""install_extra":"echo broken-model-archive >&2; exit 3""#)
         XCTAssertEqual(state["state"], .string("rolled_back"), output)
         XCTAssertEqual(state["failure"]?["exit_code"]?.intValue, 3, "\(state)")
+        XCTAssertTrue(state["failure"]?["log_tail"]?.stringValue?.contains("broken-model-archive") == true, "the output tail is kept: \(state)")
         XCTAssertEqual(try tree(work + "/device/models"), modelsBefore)
         XCTAssertEqual(try String(contentsOfFile: work + "/device/rollback.log", encoding: .utf8), "restored\n")
         let shown = try await admin.call("GET", "/api/v1/devices/camera-1")
@@ -231,14 +278,19 @@ final class AgentTests: XCTestCase {
         return try JSON.parse(Array(output.utf8))
     }
 
-    /// Puts the known-good back between sub-scenarios (a succeeded one changed it).
-    private func resetDevice() throws {
+    /// The known-good on the device: version 1.0, a file the update deletes, a private mode.
+    private func writeKnownGood() throws {
         try? FileManager.default.removeItem(atPath: work + "/device/models")
         try FileManager.default.createDirectory(atPath: work + "/device/models", withIntermediateDirectories: true)
         try "1.0\n".write(toFile: work + "/device/models/VERSION", atomically: true, encoding: .utf8)
         try "old weights\n".write(toFile: work + "/device/models/current.bin", atomically: true, encoding: .utf8)
         try "only in 1.0\n".write(toFile: work + "/device/models/old-only.txt", atomically: true, encoding: .utf8)
         XCTAssertEqual(chmod(work + "/device/models/current.bin", 0o640), 0)
+    }
+
+    /// Puts the known-good back between sub-scenarios (a succeeded one changed it).
+    private func resetDevice() throws {
+        try writeKnownGood()
         XCTAssertEqual(try tree(work + "/device/models"), modelsBefore)
     }
 

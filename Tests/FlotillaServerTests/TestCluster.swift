@@ -91,7 +91,9 @@ final class APIServer: @unchecked Sendable {
     var url: String { "http://127.0.0.1:\(port)" }
 
     /// A server on a fresh database, or a second replica on `sharing`'s database.
-    init(poolSize: Int = 4, sharing other: APIServer? = nil, clock: WallClock = .system, maxArtifactBytes: Int = 64 << 20) throws {
+    /// `port`: 0 for any free port, or a given one (a server "restarted" where its clients know it).
+    init(poolSize: Int = 4, sharing other: APIServer? = nil, clock: WallClock = .system, maxArtifactBytes: Int = 64 << 20,
+         port: Int = 0) throws {
         if let other {
             conninfo = other.conninfo
             adminToken = other.adminToken
@@ -109,9 +111,9 @@ final class APIServer: @unchecked Sendable {
         logger.logLevel = .critical
         api = ManagementAPI(db: pool, logger: logger, artifacts: try ArtifactStore(directory: artifactDirectory, maxBytes: maxArtifactBytes),
                             listen: PGConnectionOptions(conninfo: conninfo), clock: clock)
-        server = try HTTPServer(configuration: .init(host: "127.0.0.1", port: 0, loopCount: 2),
+        server = try HTTPServer(configuration: .init(host: "127.0.0.1", port: port, loopCount: 2),
                                 router: FlotillaAPI.makeRouter(management: api))
-        port = try server.start().port
+        self.port = try server.start().port
     }
 
     /// Waits until this server's NOTIFY listener is connected (its caches are off until then).
