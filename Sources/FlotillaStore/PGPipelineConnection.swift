@@ -16,6 +16,9 @@
 
 import CLibpq
 import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
 
 final class PGPipelineConnection: @unchecked Sendable {
     typealias Completion = @Sendable (Result<PGRows, PGError>) -> Void
@@ -49,19 +52,29 @@ final class PGPipelineConnection: @unchecked Sendable {
         }
         self.connection = connection
         self.queue = queue
-        let fd = PQsocket(conn)
+        // The sources watch a descriptor of our own (a dup of libpq's): libpq closes its
+        // socket by itself when it meets EOF, and a new connection could then get the same
+        // number while our sources still watch it (its events would go to the wrong
+        // source). Ours is closed only once both sources are cancelled.
+        let fd = fcntl(PQsocket(conn), F_DUPFD_CLOEXEC, 0)
+        guard fd >= 0 else { throw PGError.connectionFailed("cannot duplicate the connection's socket") }
+        let watched = WatchedDescriptor(fd)
         readSource = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
         writeSource = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
         readSource.setEventHandler { [weak self] in self?.readable() }
         writeSource.setEventHandler { [weak self] in self?.flush() }
-        // libpq closes the socket in PQfinish, which runs when the last reference goes: both
-        // sources' cancel handlers hold one, so the descriptor outlives every watcher.
-        readSource.setCancelHandler { [connection] in _ = connection }
-        writeSource.setCancelHandler { [connection] in _ = connection }
+        readSource.setCancelHandler { [connection, watched] in _ = (connection, watched) }
+        writeSource.setCancelHandler { [connection, watched] in _ = (connection, watched) }
         readSource.resume()
     }
 
-    deinit {
+    deinit { stopWatching() }
+
+    private var watching = true
+
+    private func stopWatching() {
+        guard watching else { return }
+        watching = false
         readSource.cancel()
         if !writeArmed { writeSource.resume() }  // a suspended source must not be released
         writeSource.cancel()
@@ -102,6 +115,10 @@ final class PGPipelineConnection: @unchecked Sendable {
                                      outcome: nil, completion: completion))
         }
         flush()
+        // When the socket is full, libpq reads while it writes (so the server is never stuck
+        // sending to us): results may now sit in libpq's buffer with nothing left on the
+        // socket to wake the read source. Look at them now, or they wait forever.
+        if !broken { readable() }
     }
 
     private func flush() {
@@ -112,6 +129,7 @@ final class PGPipelineConnection: @unchecked Sendable {
         case 1:
             // The socket is full: PostgreSQL is busy sending us results, which `readable` drains.
             if !writeArmed { writeSource.resume(); writeArmed = true }
+            readable()  // libpq may have read some of them into its buffer while trying to write
         default:
             fail()
         }
@@ -157,9 +175,17 @@ final class PGPipelineConnection: @unchecked Sendable {
     private func fail() {
         guard !broken else { return }
         broken = true
+        stopWatching()  // a dead socket stays readable (EOF): stop hearing about it
         let message = PGConnection.errorText(connection.handle)
         let failed = inFlight[head...]
         inFlight = []; head = 0
         for statement in failed { statement.completion(.failure(.connectionFailed(message))) }
     }
+}
+
+/// Closes its descriptor when the last source holding it lets go.
+private final class WatchedDescriptor: Sendable {
+    let fd: Int32
+    init(_ fd: Int32) { self.fd = fd }
+    deinit { close(fd) }
 }
