@@ -17,10 +17,11 @@ wait_port() { for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/nul
 median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 # Starts the release server on a free port with its embedded database in $WORK/data and
-# waits for it: sets PORT and TOKEN (the admin token). Extra arguments go to the server.
+# waits for it: sets PORT, TOKEN (the admin token) and SERVER_PID. Extra arguments go to the server.
 start_server() {
   PORT=$(free_port)
   $BIN --listen 127.0.0.1:$PORT --data-dir "$WORK/data" --log-level warning "$@" > "$WORK/server.log" 2>&1 &
+  SERVER_PID=$!
   wait_port "$PORT"
   TOKEN=$(cat "$WORK/data/admin-token")
 }
