@@ -102,6 +102,22 @@ final class AgentTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: work + "/state/snapshot"), "the snapshot is dropped after success")
     }
 
+    /// Two deployments for the same app before the device polls: the newer supersedes the
+    /// older queued one on the server, and the agent installs only the newer.
+    func testTheNewerOfTwoQueuedDeploymentsWins() async throws {
+        let older = #"{"flow":{"name":"agent-test"},"target":{"devices":["camera-1"]},"params":{"version":"4.0","artifact":"\#(sampleSHA)","size":\#(sampleArtifact.utf8.count),"root":"\#(work!)/device"}}"#
+        let created = try await admin.call("POST", "/api/v1/deployments", older)
+        XCTAssertEqual(created.status, 201, created.text)
+        let olderID = try XCTUnwrap(created.json["id"]?.stringValue)
+        let (state, output, _) = try await deployAndRun(version: "5.0")
+        XCTAssertEqual(state["state"], .string("succeeded"), output)
+        XCTAssertEqual(try String(contentsOfFile: work + "/device/models/VERSION", encoding: .utf8), "5.0\n")
+        let superseded = try await admin.execution(olderID, device: "camera-1")
+        XCTAssertEqual(superseded["state"], .string("canceled"), "\(superseded)")
+        XCTAssertTrue(superseded["failure"]?["message"]?.stringValue?.contains("superseded") == true, "\(superseded)")
+        XCTAssertFalse(output.contains("demo-model 4.0"), "the agent never saw the older one\n\(output)")
+    }
+
     func testChecksumMismatchTouchesNothingAndFails() async throws {
         // The stored blob is corrupted after upload (same size): the agent must catch it.
         let blob = server.artifactDirectory + "/sha256/\(sampleSHA.prefix(2))/\(sampleSHA)"
@@ -172,9 +188,14 @@ final class AgentTests: XCTestCase {
         output += agent.readToEnd()
         XCTAssertEqual(state["state"], .string("succeeded"), "\(state)\n\(output)")
         XCTAssertEqual(try agentStatus()["reports_queued"]?.intValue, 0, output)
-        // In order: the event log walks the whole flow without a rejected report.
-        let events = try await admin.call("GET", "/api/v1/deployments/\(deployment)/devices")
-        XCTAssertEqual(events.json["items"]?[0]?["state"], .string("succeeded"), events.text)
+        // In order and once each: the event log walks the flow with no transition twice.
+        let db = try PGConnection(PGConnectionOptions(conninfo: server.conninfo))
+        let transitions = try db.query("""
+            SELECT from_state || '>' || to_state FROM execution_events
+            WHERE execution_id = \(try XCTUnwrap(state["execution_id"]?.stringValue))::uuid ORDER BY id
+            """).map { try $0.decode(String.self) }
+        XCTAssertEqual(transitions, ["queued>downloading", "downloading>installing", "installing>rebooting",
+                                     "rebooting>verifying", "verifying>succeeded"])
     }
 
     func testInstallScriptFailureRestoresByteForByte() async throws {
