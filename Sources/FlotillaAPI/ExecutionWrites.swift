@@ -23,7 +23,6 @@ struct ExecutionWrite: Sendable {
     let id: String
     let deviceID: String
     let app: String
-    let version: Int
     let row: JSON
 
     init(_ loaded: ExecutionEngine.Loaded, actions: [Action], report: JSON?, at now: Instant) {
@@ -43,7 +42,7 @@ struct ExecutionWrite: Sendable {
                 break
             }
         }
-        id = loaded.id; deviceID = loaded.deviceID; app = loaded.app; version = loaded.version
+        id = loaded.id; deviceID = loaded.deviceID; app = loaded.app
         row = .fields([
             ("id", .string(loaded.id)), ("version", .int(loaded.version)),
             ("state", .string(m.state.rawValue)), ("step", .int(m.step)), ("attempt", .int(m.attempt)), ("seq", .int(m.lastSeq)),

@@ -19,6 +19,9 @@ final class AgentDaemon: @unchecked Sendable {
     let config: AgentConfig
     let files: AgentFiles
     private var machine: AgentMachine
+    /// The manifest of the execution in progress (its steps' concrete values), kept in
+    /// manifest.json so that it survives a restart, read from disk only at start.
+    private var manifest: JSON
     private var client: HTTP2Client?
     private var backoff = 1.0
     /// After a failed delivery, reports just wait in the outbox until this time, so work on
@@ -29,6 +32,7 @@ final class AgentDaemon: @unchecked Sendable {
         self.config = config
         files = try AgentFiles(root: config.stateDirectory)
         machine = try files.loadMachine()
+        manifest = try AgentFiles.read(files.manifestPath) ?? .object([:])
     }
 
     var auth: HTTPHeaders { ["authorization": "Bearer \(config.token)", "content-type": "application/json"] }
@@ -88,6 +92,7 @@ final class AgentDaemon: @unchecked Sendable {
         let job = AgentJob(executionID: id, app: app, version: version, steps: kinds,
                            rollbackReboots: fields["rollback"]?.objectValue?["reboot"] == .bool(true))
         try AgentFiles.writeAtomically(execution, to: files.manifestPath)
+        manifest = execution
         log("execution \(id): \(app) \(version), \(steps.count) steps")
         await perform(machine.manifestReceived(job, serverState: fields["state"]?.stringValue ?? "queued",
                                                serverSeq: fields["seq"]?.intValue ?? 0, serverStep: fields["step"]?.intValue ?? 0))
@@ -113,8 +118,10 @@ final class AgentDaemon: @unchecked Sendable {
                 let action = actions.removeFirst()
                 next = await execute(action)
                 crashPoint(after: action)
-                if next == nil, case .report = action, let steered = await deliverOutbox() {
-                    next = steered  // the server's answer changed the plan
+                // Deliver once a run of reports is queued (not after each of them); the
+                // server's answer may change the plan.
+                if next == nil, action.isReport, actions.first?.isReport != true, let steered = await deliverOutbox() {
+                    next = steered
                 }
             }
             guard let next else { return }
@@ -124,7 +131,6 @@ final class AgentDaemon: @unchecked Sendable {
 
     /// Performs one action; returns the machine's decision on its outcome (activities only).
     private func execute(_ action: AgentAction) async -> AgentDecision? {
-        let manifest = (try? AgentFiles.read(files.manifestPath)) ?? .object([:])
         let steps = AgentSteps(files: files, manifest: manifest, client: { [self] in try await connection() }, auth: auth)
         func outcome(_ body: () throws(StepFailure) -> Void) -> AgentDecision {
             do throws(StepFailure) {
@@ -176,6 +182,7 @@ final class AgentDaemon: @unchecked Sendable {
                 ("execution", manifest.objectValue?["id"] ?? .null), ("at", .string(ISO8601DateFormatter().string(from: Date()))),
             ]), to: files.root + "/last-result.json")
             try? AgentFiles.remove(files.manifestPath)
+            manifest = .object([:])
             await heartbeat()
             return nil
         }
@@ -217,7 +224,7 @@ final class AgentDaemon: @unchecked Sendable {
         }
         let marker = files.root + "/killed-after-" + target
         guard name == target, !FileManager.default.fileExists(atPath: marker) else { return }
-        FileManager.default.createFile(atPath: marker, contents: nil)
+        _ = FileManager.default.createFile(atPath: marker, contents: nil)
         log("FLOTILLA_AGENT_KILL_AFTER=\(target): killing myself")
         kill(getpid(), SIGKILL)
     }
@@ -290,4 +297,8 @@ final class AgentDaemon: @unchecked Sendable {
     func log(_ message: String) {
         FileHandle.standardError.write(Data("flotilla-agent: \(message)\n".utf8))
     }
+}
+
+extension AgentAction {
+    var isReport: Bool { if case .report = self { true } else { false } }
 }

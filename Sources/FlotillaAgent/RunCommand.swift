@@ -123,13 +123,14 @@ struct Status: ParsableCommand {
         let machine = try files.loadMachine()
         let manifest = try AgentFiles.read(files.manifestPath)?.objectValue
         let last = try AgentFiles.read(files.root + "/last-result.json")
+        let queued = files.pendingReports().count
         let status = JSON.fields([
             ("phase", machine.journal.objectValue?["phase"] ?? .null), ("step", machine.journal.objectValue?["step"] ?? .null),
             ("execution", machine.job.map { .string($0.executionID) } ?? .null),
             ("app", machine.job.map { .string($0.app) } ?? .null), ("version", machine.job.map { .string($0.version) } ?? .null),
             ("step_name", manifest.flatMap { m in
                 machine.journal.objectValue?["step"]?.intValue.flatMap { m["steps"]?.arrayValue?[$0].objectValue?["name"] } } ?? .null),
-            ("reports_queued", .int(files.pendingReports().count)),
+            ("reports_queued", .int(queued)),
             ("last_result", last ?? .null),
             ("installed", .object(files.installed().mapValues(JSON.string))),
         ])
@@ -144,7 +145,7 @@ struct Status: ParsableCommand {
         if let last = last?.objectValue {
             print("last result: \(last["outcome"]?.stringValue ?? "?") (\(last["app"]?.stringValue ?? "?") \(last["version"]?.stringValue ?? "?"), \(last["at"]?.stringValue ?? "?"))")
         }
-        print("reports waiting for the server: \(files.pendingReports().count)")
+        print("reports waiting for the server: \(queued)")
         let installed = files.installed()
         print(installed.isEmpty ? "installed: nothing yet" : "installed:")
         for (app, version) in installed.sorted(by: { $0.key < $1.key }) { print("  \(app) \(version)") }
