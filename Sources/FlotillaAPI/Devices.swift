@@ -5,6 +5,7 @@
 // row, its memberships and its token go; the name can be registered again.
 // Updates bump `version` and honour `If-Match: "<version>"` (412 when it moved on).
 
+import FlotillaCore
 import FlotillaStore
 import FlotillaTransport
 
@@ -80,8 +81,17 @@ extension ManagementAPI {
 
         route(&router, "GET", "/api/v1/devices", role: .viewer) { request, _ in
             var query = try QueryReader(request, allowed: ["group", "selector", "name_prefix", "last_seen_before",
-                                                           "last_seen_after", "limit", "cursor"])
+                                                           "last_seen_after", "state", "limit", "cursor"])
             var filters: [SQL] = []
+            // `state`: devices whose latest execution (of any app) is in that state.
+            if let state = query["state"] {
+                if ExecutionState(rawValue: state) == nil {
+                    query.problem("state", "must be one of \(ExecutionState.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                filters.append("""
+                    (SELECT e.state FROM executions e WHERE e.device_id = d.id ORDER BY e.created_at DESC, e.id DESC LIMIT 1) = \(state)
+                    """)
+            }
             if let group = query["group"] {
                 filters.append("""
                     EXISTS (SELECT 1 FROM group_members m JOIN groups g ON g.id = m.group_id

@@ -77,6 +77,7 @@ public struct ManagementAPI: Sendable {
         registerDeploymentRoutes(on: &router)
         registerArtifactRoutes(on: &router)
         registerDeviceAPIRoutes(on: &router)
+        registerActivityRoutes(on: &router)
     }
 
     typealias Handler = @Sendable (HTTPRequest, Caller) async throws -> HTTPResponse
