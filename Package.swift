@@ -35,15 +35,17 @@ let package = Package(
         .target(name: "FlotillaStore", dependencies: [
             "CLibpq", "COpenSSL", .product(name: "Logging", package: "swift-log"),
         ]),
+        // Flow files (YAML or JSON) → flow definitions, with each problem's line: for the
+        // server's start-up, the API's tests and the CLI's offline `flows validate`.
+        .target(name: "FlotillaFlowFiles", dependencies: ["FlotillaCore", "FlotillaJSON", .product(name: "Yams", package: "Yams")]),
         // The routes. Knows fleets, nothing about sockets.
         .target(name: "FlotillaAPI", dependencies: [
-            "FlotillaCore", "FlotillaJSON", "FlotillaTransport", "FlotillaStore", "COpenSSL",
-            .product(name: "Yams", package: "Yams"),
+            "FlotillaCore", "FlotillaJSON", "FlotillaTransport", "FlotillaStore", "FlotillaFlowFiles", "COpenSSL",
             .product(name: "Logging", package: "swift-log"),
         ]),
 
         .executableTarget(name: "FlotillaServer", dependencies: [
-            "FlotillaAPI", "FlotillaTransport", "FlotillaStore",
+            "FlotillaAPI", "FlotillaTransport", "FlotillaStore", "FlotillaFlowFiles",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
@@ -51,17 +53,21 @@ let package = Package(
             "FlotillaCore", "FlotillaJSON", "FlotillaTransport", "COpenSSL",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .executableTarget(name: "FlotillaCLI", dependencies: [
-            "FlotillaCore", "FlotillaTransport",
+        // The operators' CLI: commands, the API session and the renderers live in a library so
+        // tests can parse arguments and render without a process; the executable only runs it.
+        .target(name: "FlotillaCLIKit", dependencies: [
+            "FlotillaCore", "FlotillaJSON", "FlotillaTransport", "FlotillaFlowFiles",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        .executableTarget(name: "FlotillaCLI", dependencies: ["FlotillaCLIKit"]),
 
         // Helpers shared by the test targets (raw sockets, processes, certificates).
         .target(name: "FlotillaTestSupport", dependencies: ["FlotillaTransport", "FlotillaStore"], path: "Tests/FlotillaTestSupport"),
         .testTarget(name: "FlotillaCoreTests", dependencies: ["FlotillaCore"]),
         .testTarget(name: "FlotillaTransportTests", dependencies: ["FlotillaTransport", "FlotillaAPI", "CNghttp2", "FlotillaTestSupport"]),
+        .testTarget(name: "FlotillaCLITests", dependencies: ["FlotillaCLIKit", "FlotillaFlowFiles"]),
         .testTarget(name: "FlotillaServerTests", dependencies: [
-            "FlotillaStore", "FlotillaAPI", "FlotillaTransport", "FlotillaTestSupport",
+            "FlotillaStore", "FlotillaAPI", "FlotillaTransport", "FlotillaTestSupport", "FlotillaFlowFiles", "FlotillaCLIKit",
             .product(name: "Yams", package: "Yams"),
         ]),
     ],

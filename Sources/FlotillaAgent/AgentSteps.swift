@@ -91,7 +91,7 @@ struct AgentSteps {
         } catch {
             throw StepFailure(message: "download interrupted: \(error)")
         }
-        guard let digest = try? sha256(file: partial), digest == sha else {
+        guard let digest = try? sha256Hex(ofFile: partial), digest == sha else {
             // A corrupt partial file must not poison the next attempt.
             try? FileManager.default.removeItem(atPath: partial)
             throw StepFailure(message: "checksum mismatch: expected \(sha)")

@@ -102,19 +102,3 @@ enum Snapshot {
         try tool(["/bin/sync", "-f", path])
     }
 }
-
-/// The file's SHA-256 in lowercase hex, read in 1 MiB pieces.
-func sha256(file path: String) throws -> String {
-    guard let handle = FileHandle(forReadingAtPath: path) else { throw AgentError.io("cannot read \(path)") }
-    defer { try? handle.close() }
-    guard let context = EVP_MD_CTX_new() else { throw AgentError.io("EVP_MD_CTX_new failed") }
-    defer { EVP_MD_CTX_free(context) }
-    EVP_DigestInit_ex(context, EVP_sha256(), nil)
-    while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
-        _ = chunk.withUnsafeBytes { EVP_DigestUpdate(context, $0.baseAddress, $0.count) }
-    }
-    var digest = [UInt8](repeating: 0, count: 32)
-    var length: UInt32 = 0
-    EVP_DigestFinal_ex(context, &digest, &length)
-    return digest.map { String(format: "%02x", $0) }.joined()
-}

@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import FlotillaAPI
+import FlotillaFlowFiles
 import FlotillaStore
 import Foundation
 import Logging

@@ -19,12 +19,17 @@ public struct ClientRequest: Sendable {
     public var path: String
     public var headers: HTTPHeaders
     public var body: Body
+    /// Called on the connection's loop with the request-body bytes handed to HTTP/2 so far
+    /// (the CLI's upload progress bar). Keep it cheap: it runs once per DATA frame.
+    public var bodyProgress: (@Sendable (Int) -> Void)?
 
-    public init(method: String = "GET", path: String, headers: HTTPHeaders = [:], body: Body = .none) {
+    public init(method: String = "GET", path: String, headers: HTTPHeaders = [:], body: Body = .none,
+                bodyProgress: (@Sendable (Int) -> Void)? = nil) {
         self.method = method
         self.path = path
         self.headers = headers
         self.body = body
+        self.bodyProgress = bodyProgress
     }
 }
 

@@ -18,6 +18,8 @@ final class HTTP2ClientConnection: ChannelHandler, @unchecked Sendable {
         var body: [UInt8] = []
         var requestBody = OutgoingBody()
         var file: FileBodySource?
+        var progress: (@Sendable (Int) -> Void)?
+        var sent = 0
         var failure: HTTPClientError?
         init(continuation: CheckedContinuation<ClientResponse, any Error>) { self.continuation = continuation }
     }
@@ -104,6 +106,7 @@ final class HTTP2ClientConnection: ChannelHandler, @unchecked Sendable {
             return
         }
         let stream = Stream(continuation: continuation)
+        stream.progress = request.bodyProgress
         var fields: [(name: String, value: String)] = [
             (":method", request.method), (":scheme", scheme), (":authority", authority), (":path", request.path),
         ]
@@ -203,6 +206,16 @@ final class HTTP2ClientConnection: ChannelHandler, @unchecked Sendable {
     fileprivate func readBody(_ streamID: Int32, into buffer: UnsafeMutablePointer<UInt8>, capacity: Int,
                               flags: UnsafeMutablePointer<UInt32>) -> Int {
         guard let stream = streams[streamID] else { return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) }
+        let count = readBodyChunk(stream, streamID, into: buffer, capacity: capacity, flags: flags)
+        if count > 0, let progress = stream.progress {
+            stream.sent += count
+            progress(stream.sent)
+        }
+        return count
+    }
+
+    private func readBodyChunk(_ stream: Stream, _ streamID: Int32, into buffer: UnsafeMutablePointer<UInt8>, capacity: Int,
+                               flags: UnsafeMutablePointer<UInt32>) -> Int {
         if let file = stream.file {
             return file.read(into: buffer, capacity: capacity, flags: flags, loop: loop) { [self] result in
                 // Back on the loop with the next chunk (or an error): let nghttp2 ask again.

@@ -5,6 +5,7 @@
 // SIGKILL itself right after an action, before its outcome reaches the journal.
 
 import FlotillaAPI
+import FlotillaFlowFiles
 import FlotillaStore
 import FlotillaTestSupport
 import Foundation

@@ -1,4 +1,5 @@
 import FlotillaAPI
+import FlotillaFlowFiles
 import FlotillaCore
 import FlotillaStore
 import Foundation

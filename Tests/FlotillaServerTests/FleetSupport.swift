@@ -2,6 +2,7 @@
 // that speaks the device API over HTTP/2 (the real agent is a later issue).
 
 import FlotillaAPI
+import FlotillaFlowFiles
 import FlotillaCore
 import FlotillaStore
 import Foundation

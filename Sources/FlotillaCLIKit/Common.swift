@@ -1,0 +1,62 @@
+// Pieces every command uses: a session for the length of one command, paging through a
+// list, `k=v` pairs.
+
+import ArgumentParser
+import FlotillaJSON
+
+/// Connects, runs `body`, and always closes the connection.
+func withSession<T>(_ options: ConnectionOptions, _ body: (Session) async throws -> T) async throws -> T {
+    let session = try await options.connect()
+    do {
+        let result = try await body(session)
+        await session.close()
+        return result
+    } catch {
+        await session.close()
+        throw error
+    }
+}
+
+/// How many items a list command shows.
+struct PagingOptions: ParsableArguments {
+    @Option(help: "Show at most this many items.")
+    var limit: Int = 100
+
+    @Flag(help: "Show every item (follows the server's pages to the end).")
+    var all = false
+
+    func validate() throws {
+        guard limit >= 1 else { throw ValidationError("--limit must be at least 1") }
+    }
+
+    /// Follows `next_cursor` from `path` (which may already hold a query) until enough items.
+    func fetch(_ session: Session, _ path: String) async throws -> [JSON] {
+        var items: [JSON] = []
+        var cursor: String?
+        let separator = path.contains("?") ? "&" : "?"
+        repeat {
+            let wanted = all ? 500 : min(500, limit - items.count)
+            var page = "\(path)\(separator)limit=\(wanted)"
+            if let cursor { page += "&cursor=\(encoded(cursor))" }
+            let answer = try await session.call("GET", page)
+            items += answer["items"]?.arrayValue ?? []
+            cursor = answer["next_cursor"]?.stringValue
+        } while cursor != nil && (all || items.count < limit)
+        return all ? items : Array(items.prefix(limit))
+    }
+}
+
+/// `k=v` → (k, v); a usage error names the argument otherwise.
+func keyValue(_ text: String, option: String) throws -> (String, String) {
+    guard let equals = text.firstIndex(of: "="), equals != text.startIndex else {
+        throw ValidationError("\(option) \(text): expected KEY=VALUE")
+    }
+    return (String(text[..<equals]), String(text[text.index(after: equals)...]))
+}
+
+/// `site=berlin,kind=cam` or several `--selector` options → one selector text for the API.
+func selectorText(_ pairs: [String]) throws -> String? {
+    let parts = pairs.flatMap { $0.split(separator: ",").map(String.init) }
+    for part in parts { _ = try keyValue(part, option: "--selector") }
+    return parts.isEmpty ? nil : parts.joined(separator: ",")
+}
