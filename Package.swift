@@ -67,7 +67,7 @@ let package = Package(
         .testTarget(name: "FlotillaTransportTests", dependencies: ["FlotillaTransport", "FlotillaAPI", "CNghttp2", "FlotillaTestSupport"]),
         .testTarget(name: "FlotillaCLITests", dependencies: ["FlotillaCLIKit", "FlotillaFlowFiles"]),
         .testTarget(name: "FlotillaServerTests", dependencies: [
-            "FlotillaStore", "FlotillaAPI", "FlotillaTransport", "FlotillaTestSupport", "FlotillaFlowFiles", "FlotillaCLIKit",
+            "FlotillaStore", "FlotillaAPI", "FlotillaTransport", "FlotillaTestSupport", "FlotillaFlowFiles",
             .product(name: "Yams", package: "Yams"),
         ]),
     ],

@@ -38,6 +38,12 @@ public struct ClientResponse: Sendable {
     public var headers: HTTPHeaders
     public var body: [UInt8]
     public var bodyText: String { String(decoding: body, as: UTF8.self) }
+
+    public init(status: Int, headers: HTTPHeaders = [:], body: [UInt8] = []) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
 }
 
 public enum HTTPClientError: Error, Equatable, Sendable, CustomStringConvertible {
