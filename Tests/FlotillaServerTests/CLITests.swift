@@ -28,9 +28,10 @@ final class CLITests: XCTestCase {
     }
 
     /// Runs `flotilla` off the cooperative pool (the server under test shares this process).
-    func cli(_ arguments: [String], environment extra: [String: String] = [:]) async throws -> (status: Int32, output: String) {
-        let environment = ["HOME": home!, "PATH": "/usr/bin:/bin", "NO_COLOR": "1"].merging(extra) { $1 }
-        let executable = productsDirectory.appendingPathComponent("flotilla").path
+    func cli(_ arguments: [String], environment extra: [String: String] = [:], shell: Bool = false) async throws -> (status: Int32, output: String) {
+        // "" unsets a variable (NO_COLOR for the terminal run).
+        let environment = ["HOME": home!, "PATH": "/usr/bin:/bin", "NO_COLOR": "1"].merging(extra) { $1 }.filter { !$0.value.isEmpty }
+        let executable = shell ? "/bin/sh" : productsDirectory.appendingPathComponent("flotilla").path
         return try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
                 continuation.resume(with: Result { try ChildProcess.run(executable, arguments, environment: environment) })
@@ -105,18 +106,42 @@ final class CLITests: XCTestCase {
         let shown = try await cli(["devices", "show", "calm-000002"])
         XCTAssertTrue(shown.output.contains("hardhat-detector  1.4        1.4"), "installed and known-good: \(shown.output)")
 
-        // Every install fails: every device rolls back and --wait exits 8.
+        // Every install fails: every device rolls back and --wait exits 8. A follower of the
+        // event log sees the four rollbacks as they happen.
+        let follower = try ChildProcess(productsDirectory.appendingPathComponent("flotilla").path,
+                                        ["events", "--follow", "--json", "--interval", "0.2", "--limit", "1"],
+                                        environment: ["HOME": home, "NO_COLOR": "1"])
+        let watchdog = DispatchWorkItem { follower.signal(SIGKILL) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 60, execute: watchdog)
         let stormy = try simulate(group: "stormy", devices: 4, extra: ["--fail", "run=1"])
         let bad = try await cli(["deploy", "hardhat-model@2", "--group", "stormy", "--wait", "--interval", "0.2"] + params)
         XCTAssertEqual(bad.status, 8, bad.output)
         XCTAssertTrue(bad.output.contains("rolled_back 4 (outcome failed)"), bad.output)
         XCTAssertEqual(stormy.wait(), 0)
+        var followed: [JSON] = []
+        while followed.filter({ $0.objectValue?["to"] == .string("rolled_back") }).count < 4, let line = follower.readLine() {
+            if let event = try? JSON.parse(Array(line.utf8)) { followed.append(event) }
+        }
+        follower.signal(SIGTERM)
+        watchdog.cancel()
+        XCTAssertEqual(followed.filter { $0.objectValue?["to"] == .string("rolled_back") }.count, 4, "the follower saw every rollback")
+        let ids = followed.compactMap { $0.objectValue?["id"]?.intValue }
+        XCTAssertEqual(ids, ids.sorted(), "in order")
+        XCTAssertEqual(Set(ids).count, ids.count, "each once")
         let deployments = try JSON.parse(Array(try await cli(["deployments", "list", "--json"]).output.utf8))
         let id = try XCTUnwrap(deployments.arrayValue?.first?.objectValue?["id"]?.stringValue)
         let show = try await cli(["deployments", "show", id])
         XCTAssertTrue(show.output.contains("4        rolled_back  unpack and restart detector  simulated run failure"), show.output)
         let watched = try await cli(["deployments", "watch", id])
         XCTAssertEqual(watched.status, 8, "watching an ended deployment reports how it ended")
+        // On a terminal (a pseudo-terminal from script(1)) the frame has colour and a bar.
+        let flotilla = productsDirectory.appendingPathComponent("flotilla").path
+        let onTTY = try await cli(["-c", "/usr/bin/script -qfec '\(flotilla) deployments watch \(id)' /dev/null"],
+                                  environment: ["TERM": "xterm", "NO_COLOR": ""], shell: true)
+        XCTAssertEqual(onTTY.status, 8, onTTY.output)
+        XCTAssertTrue(onTTY.output.contains("[##############################] 4/4 done"), onTTY.output)
+        XCTAssertTrue(onTTY.output.contains("\u{1B}[31mrolled_back\u{1B}[0m 4"), "red on a terminal: \(onTTY.output)")
+        XCTAssertTrue(onTTY.output.contains("newest failures"), onTTY.output)
         let rolledBack = try await cli(["devices", "list", "--state", "rolled_back"])
         XCTAssertEqual(rolledBack.output.split(separator: "\n").count, 5, rolledBack.output)
         let events = try await cli(["events", "--deployment", id, "--json", "--limit", "500"])
