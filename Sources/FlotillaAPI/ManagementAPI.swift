@@ -78,6 +78,7 @@ public struct ManagementAPI: Sendable {
         registerArtifactRoutes(on: &router)
         registerDeviceAPIRoutes(on: &router)
         registerActivityRoutes(on: &router)
+        registerAuditRoutes(on: &router)
     }
 
     typealias Handler = @Sendable (HTTPRequest, Caller) async throws -> HTTPResponse
@@ -86,19 +87,22 @@ public struct ManagementAPI: Sendable {
     /// With `streamingLimit`, the body is not buffered: it streams in through `request.bodyStream`.
     func route(_ router: inout Router, _ method: String, _ pattern: String, role: Role, streamingLimit: Int? = nil,
                _ handler: @escaping Handler) {
+        // The role is checked after authentication, so a 403 is logged and audited under the
+        // token that was refused (a 401 has no token to name).
         serve(&router, method, pattern, streamingLimit: streamingLimit, authenticate: { [self] request in
-            let caller = try await authenticate(request)
+            try await authenticate(request)
+        }, logName: { $0.tokenID }, audited: true) { request, caller in
             guard caller.role.allows(role) else {
                 throw HTTPError(403, code: "forbidden", message: "this needs a token with the \(role.rawValue) role; yours is \(caller.role.rawValue)")
             }
-            return caller
-        }, logName: { $0.tokenID }, handler)
+            return try await handler(request, caller)
+        }
     }
 
     /// The one wrapper every API route runs in: authentication, error mapping, the request log.
     func serve<Who: Sendable>(_ router: inout Router, _ method: String, _ pattern: String, streamingLimit: Int? = nil,
                               authenticate: @escaping @Sendable (HTTPRequest) async throws -> Who,
-                              logName: @escaping @Sendable (Who) -> String,
+                              logName: @escaping @Sendable (Who) -> String, audited: Bool = false,
                               _ handler: @escaping @Sendable (HTTPRequest, Who) async throws -> HTTPResponse) {
         let wrapped: HTTPHandler = { [self] request in
             let started = monotonicNanos()
@@ -122,6 +126,9 @@ public struct ManagementAPI: Sendable {
                 response = .error(500, code: "internal", message: "internal server error (request id \(requestID))")
             }
             response.headers.set("x-request-id", requestID)
+            if audited && Self.isMutation(request.method) {
+                await appendAudit(request, tokenID: caller.map(logName), status: response.status, requestID: requestID)
+            }
             let elapsed = Double(monotonicNanos() - started) / 1_000_000
             logger.info("request", metadata: [
                 "request_id": .string(requestID), "method": .string(request.method), "path": .string(request.path),

@@ -32,6 +32,13 @@ final class ParsingTests: XCTestCase {
 
         XCTAssertNotNil(try Flotilla.parseAsRoot(["deployments", "watch", "abc"]) as? Deployments.WatchCommand)
         XCTAssertNotNil(try Flotilla.parseAsRoot(["events", "--follow"]) as? Events)
+        // Every command's options are valid together (argument-parser checks names only when parsing it).
+        for path in [["login"], ["devices", "list"], ["devices", "show", "x"], ["groups", "show", "g"], ["flows", "list"],
+                     ["flows", "show", "f"], ["artifacts", "list"], ["deployments", "list"], ["deployments", "show", "i"],
+                     ["deployments", "devices", "i"], ["deployments", "cancel", "i"], ["tokens", "list"], ["tokens", "create", "n"],
+                     ["tokens", "revoke", "i"], ["events"], ["audit", "--by-token", "t"]] {
+            XCTAssertNoThrow(try Flotilla.parseAsRoot(path), "\(path)")
+        }
     }
 
     func testUsageErrorsExitTwo() async {

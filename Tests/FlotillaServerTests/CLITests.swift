@@ -148,6 +148,11 @@ final class CLITests: XCTestCase {
         let transitions = events.output.split(separator: "\n").compactMap { try? JSON.parse(Array($0.utf8)) }
         XCTAssertEqual(transitions.count, 4 * 4, "downloading, installing, rolling_back, rolled_back per device: \(events.output)")
 
+        // The audit log names who did it: the login's token applied, pushed and deployed.
+        let audit = try await cli(["audit", "--limit", "500"])
+        XCTAssertEqual(audit.status, 0, audit.output)
+        XCTAssertTrue(audit.output.contains("bootstrap admin  POST /api/v1/deployments  201  127.0.0.1"), audit.output)
+
         // What a pipeline sees when things are wrong.
         let badParam = try await cli(["deploy", "hardhat-model", "--group", "calm", "--param", "size=big"])
         XCTAssertEqual(badParam.status, 2, badParam.output)
