@@ -13,11 +13,7 @@ extension ManagementAPI {
         route(&router, "GET", "/api/v1/events", role: .viewer) { request, _ in
             var query = try QueryReader(request, allowed: ["after", "limit", "deployment", "device"])
             let limit = query.limit()
-            var after: Int?
-            if let text = query["after"] {
-                after = Int(text).flatMap { $0 >= 0 ? $0 : nil }
-                if after == nil { query.problem("after", "must be an event id (a non-negative integer)") }
-            }
+            let after = query.afterID()
             let deployment = query["deployment"]
             if let deployment, !isUUID(deployment) { query.problem("deployment", "must be a deployment id") }
             let device = query["device"]

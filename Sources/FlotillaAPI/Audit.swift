@@ -31,11 +31,7 @@ extension ManagementAPI {
         route(&router, "GET", "/api/v1/audit", role: .admin) { request, _ in
             var query = try QueryReader(request, allowed: ["after", "limit", "token"])
             let limit = query.limit()
-            var after: Int?
-            if let text = query["after"] {
-                after = Int(text).flatMap { $0 >= 0 ? $0 : nil }
-                if after == nil { query.problem("after", "must be an audit entry id (a non-negative integer)") }
-            }
+            let after = query.afterID()
             let token = query["token"]
             if let token, !isUUID(token) { query.problem("token", "must be a token id") }
             try query.finish()

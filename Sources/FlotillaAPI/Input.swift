@@ -150,6 +150,13 @@ struct QueryReader {
         return value
     }
 
+    /// `after`: an id of an append-only log (events, audit); only later entries are wanted.
+    mutating func afterID() -> Int? {
+        guard let text = self["after"] else { return nil }
+        guard let value = Int(text), value >= 0 else { problem("after", "must be an entry id (a non-negative integer)"); return nil }
+        return value
+    }
+
     /// The opaque keyset cursor a previous page returned.
     mutating func cursor() -> String? {
         guard let text = self["cursor"] else { return nil }

@@ -9,30 +9,11 @@ struct Audit: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     @OptionGroup var output: OutputOptions
     @Option(name: .customLong("by-token"), help: "Only this token's mutations (its id, from `flotilla tokens list`).") var token: String?
-    @Option(help: "How many recent entries to show first (1-500).") var limit: Int = 50
-    @Flag(help: "Keep running and print new entries as they are appended (Ctrl-C to stop).") var follow = false
-    @Option(help: "Seconds between polls with --follow.") var interval: Double = 1
-
-    func validate() throws {
-        guard (1...500).contains(limit) else { throw ValidationError("--limit must be from 1 to 500") }
-        guard interval >= 0.1 else { throw ValidationError("--interval must be at least 0.1 seconds") }
-    }
+    @OptionGroup var log: FollowOptions
 
     func run() async throws {
         let style = output.style
-        try await withSession(connection) { session in
-            var after: Int?
-            repeat {
-                let path = query("/api/v1/audit", [("token", token), ("after", after.map(String.init)),
-                                                   ("limit", String(after == nil ? limit : 500))])
-                let answer = try await session.call("GET", path)
-                for entry in answer["items"]?.arrayValue ?? [] {
-                    emit(output.json ? entry.serialized + "\n" : Views.auditEntry(entry, style))
-                }
-                after = answer["last_id"]?.intValue ?? after ?? 0
-                if follow { try await Task.sleep(for: .milliseconds(Int(interval * 1000))) }
-            } while follow
-        }
+        try await log.tail(connection, query("/api/v1/audit", [("token", token)]), json: output.json) { Views.auditEntry($0, style) }
     }
 }
 

@@ -33,11 +33,9 @@ struct PagingOptions: ParsableArguments {
     func fetch(_ session: Session, _ path: String) async throws -> [JSON] {
         var items: [JSON] = []
         var cursor: String?
-        let separator = path.contains("?") ? "&" : "?"
         repeat {
             let wanted = all ? 500 : min(500, limit - items.count)
-            var page = "\(path)\(separator)limit=\(wanted)"
-            if let cursor { page += "&cursor=\(encoded(cursor))" }
+            let page = query(path, [("limit", String(wanted)), ("cursor", cursor)])
             let answer = try await session.call("GET", page)
             items += answer["items"]?.arrayValue ?? []
             cursor = answer["next_cursor"]?.stringValue
@@ -59,4 +57,32 @@ func selectorText(_ pairs: [String]) throws -> String? {
     let parts = pairs.flatMap { $0.split(separator: ",").map(String.init) }
     for part in parts { _ = try keyValue(part, option: "--selector") }
     return parts.isEmpty ? nil : parts.joined(separator: ",")
+}
+
+/// `--limit`, `--follow`, `--interval` of the append-only logs (events, audit).
+struct FollowOptions: ParsableArguments {
+    @Option(help: "How many recent entries to show first (1-500).") var limit: Int = 50
+    @Flag(help: "Keep running and print new entries as they are appended (Ctrl-C to stop).") var follow = false
+    @Option(help: "Seconds between polls with --follow.") var interval: Double = 1
+
+    func validate() throws {
+        guard (1...500).contains(limit) else { throw ValidationError("--limit must be from 1 to 500") }
+        guard interval >= 0.1 else { throw ValidationError("--interval must be at least 0.1 seconds") }
+    }
+
+    /// Prints the newest `limit` entries of `path` (a log route taking `after` and
+    /// `limit`), then, with --follow, every later one as it appears. With --json each
+    /// entry is one line, so a follower's output is a stream.
+    func tail(_ connection: ConnectionOptions, _ path: String, json: Bool, render: @escaping (JSON) -> String) async throws {
+        try await withSession(connection) { session in
+            var after: Int?
+            repeat {
+                let page = FlotillaCLIKit.query(path, [("after", after.map(String.init)), ("limit", String(after == nil ? limit : 500))])
+                let answer = try await session.call("GET", page)
+                for entry in answer["items"]?.arrayValue ?? [] { emit(json ? entry.serialized + "\n" : render(entry)) }
+                after = answer["last_id"]?.intValue ?? after ?? 0
+                if follow { try await Task.sleep(for: .milliseconds(Int(interval * 1000))) }
+            } while follow
+        }
+    }
 }

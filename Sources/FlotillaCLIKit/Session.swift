@@ -161,8 +161,8 @@ func encoded(_ text: String) -> String {
     return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
 }
 
-/// `path?k=v&…` from the pairs whose value is set.
+/// `path?k=v&…` from the pairs whose value is set (`&…` when `path` has a query already).
 func query(_ path: String, _ pairs: [(String, String?)]) -> String {
     let parts = pairs.compactMap { key, value in value.map { "\(key)=\(encoded($0))" } }
-    return parts.isEmpty ? path : path + "?" + parts.joined(separator: "&")
+    return parts.isEmpty ? path : path + (path.contains("?") ? "&" : "?") + parts.joined(separator: "&")
 }

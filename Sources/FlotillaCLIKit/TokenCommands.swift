@@ -56,30 +56,12 @@ struct Events: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
     @Option(help: "Only this deployment's events.") var deployment: String?
     @Option(help: "Only this device's events (name or id).") var device: String?
-    @Option(help: "How many recent events to show first (1-500).") var limit: Int = 50
-    @Flag(help: "Keep running and print new events as they happen (Ctrl-C to stop).") var follow = false
-    @Option(help: "Seconds between polls with --follow.") var interval: Double = 1
-
-    func validate() throws {
-        guard (1...500).contains(limit) else { throw ValidationError("--limit must be from 1 to 500") }
-        guard interval >= 0.1 else { throw ValidationError("--interval must be at least 0.1 seconds") }
-    }
+    @OptionGroup var log: FollowOptions
 
     func run() async throws {
         let style = output.style
-        try await withSession(connection) { session in
-            var after: Int?
-            repeat {
-                let path = query("/api/v1/events", [("deployment", deployment), ("device", device),
-                                                    ("after", after.map(String.init)), ("limit", String(after == nil ? limit : 500))])
-                let answer = try await session.call("GET", path)
-                for event in answer["items"]?.arrayValue ?? [] {
-                    // One JSON object per line with --json, so a follower's output is a stream.
-                    emit(output.json ? event.serialized + "\n" : Views.event(event, style))
-                }
-                after = answer["last_id"]?.intValue ?? after ?? 0
-                if follow { try await Task.sleep(for: .milliseconds(Int(interval * 1000))) }
-            } while follow
+        try await log.tail(connection, query("/api/v1/events", [("deployment", deployment), ("device", device)]), json: output.json) {
+            Views.event($0, style)
         }
     }
 }

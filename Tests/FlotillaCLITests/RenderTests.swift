@@ -131,5 +131,7 @@ final class RenderTests: XCTestCase {
         newer["steps"] = .array([])
         XCTAssertEqual(changedPaths(old, .object(newer)), ["description", "steps"], "a different step count is one change")
         XCTAssertEqual(changedPaths(old, old), [])
+        XCTAssertEqual(query(query("/api/v1/events", [("device", "cam 1&2"), ("deployment", nil)]), [("after", "7")]),
+                       "/api/v1/events?device=cam%201%262&after=7", "values are encoded; a second query joins with &")
     }
 }
