@@ -21,14 +21,18 @@ extension ManagementAPI {
             let deviceFilter: SQL = device.map { "AND \(Self.deviceMatch($0))" } ?? ""
             // Without `after`: the newest `limit` events. With it: the oldest `limit` after it,
             // so a follower never skips one however far behind it is.
+            // Two shapes, not one with `$1 IS NULL OR …`: each must walk the primary key from
+            // its end (newest backwards, or forwards from `after`) instead of sorting the log.
+            let since: SQL = after.map { "v.id > \($0)::bigint" } ?? "true"
+            let order: SQL = after == nil ? "v.id DESC" : "v.id"
             let rows = try await db.query("""
                 SELECT * FROM (
                     SELECT v.id AS event_id, v.at, v.execution_id::text, e.deployment_id::text, d.id::text AS device_id, d.name, e.app,
                            v.from_state, v.to_state, v.cause
                     FROM execution_events v JOIN executions e ON e.id = v.execution_id JOIN devices d ON d.id = e.device_id
-                    WHERE (\(after)::bigint IS NULL OR v.id > \(after)::bigint)
+                    WHERE \(since)
                       AND (\(deployment)::uuid IS NULL OR e.deployment_id = \(deployment)::uuid) \(deviceFilter)
-                    ORDER BY CASE WHEN \(after)::bigint IS NULL THEN -v.id ELSE v.id END LIMIT \(limit)
+                    ORDER BY \(order) LIMIT \(limit)
                 ) page ORDER BY event_id
                 """)
             let items = try rows.map { row -> JSON in

@@ -35,13 +35,16 @@ extension ManagementAPI {
             let token = query["token"]
             if let token, !isUUID(token) { query.problem("token", "must be a token id") }
             try query.finish()
-            // Like the event log: newest `limit` without `after`, then oldest first after it.
+            // Like the event log: newest `limit` without `after`, then oldest first after it,
+            // each walking the primary key from its end.
+            let since: SQL = after.map { "a.id > \($0)::bigint" } ?? "true"
+            let order: SQL = after == nil ? "a.id DESC" : "a.id"
             let rows = try await db.query("""
                 SELECT * FROM (
                     SELECT a.id, a.at, a.token_id::text, t.name, a.method, a.path, a.status, a.remote_addr, a.request_id
                     FROM audit_log a LEFT JOIN api_tokens t ON t.id = a.token_id
-                    WHERE (\(after)::bigint IS NULL OR a.id > \(after)::bigint) AND (\(token)::uuid IS NULL OR a.token_id = \(token)::uuid)
-                    ORDER BY CASE WHEN \(after)::bigint IS NULL THEN -a.id ELSE a.id END LIMIT \(limit)
+                    WHERE \(since) AND (\(token)::uuid IS NULL OR a.token_id = \(token)::uuid)
+                    ORDER BY \(order) LIMIT \(limit)
                 ) page ORDER BY id
                 """)
             let items = try rows.map { row -> JSON in
