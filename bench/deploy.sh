@@ -5,7 +5,8 @@
 #
 # 1. Fan-out: POST /api/v1/deployments targeting a group of 100,000 devices (the flow
 #    hardhat-model from flows/), ROUNDS times; each round also supersedes the previous
-#    round's 100k queued executions. Prints the median wall time (target: < 1 s).
+#    round's 100k queued targets. Prints round 1 (target: < 1 s), the median of the
+#    superseding rounds, and the time to read the superseded first deployment.
 # 2. Polls: h2load on GET /api/v1/agent/next with a device token and nothing pending,
 #    beside /healthz in the same run. Prints median req/s and the ratio (target: ≥ 0.3).
 # Not a test: nothing passes or fails.
@@ -27,9 +28,13 @@ for round in $(seq "$ROUNDS"); do
         -d '{"flow":{"name":"hardhat-model"},"target":{"groups":["fleet"]},"params":{"version":"'$round'","artifact":"'$SHA'","size":'$SIZE'}}')
   grep -q '"devices_targeted":100000' "$WORK/out.json" || { cat "$WORK/out.json" >&2; exit 1; }
   echo "  round $round: ${t}s ($(grep -o '"superseded":[0-9]*' "$WORK/out.json"))"
-  times+=("$t")
+  if [ "$round" = 1 ]; then first=$(grep -o '"id":"[^"]*' "$WORK/out.json" | cut -d'"' -f4); t1=$t; else times+=("$t"); fi
 done
-echo "fan-out 100k devices: median $(printf '%s\n' "${times[@]}" | median) s (target < 1 s)"
+echo "fan-out 100k devices, nothing to supersede (round 1): $t1 s (target < 1 s)"
+[ ${#times[@]} -gt 0 ] && echo "fan-out 100k devices superseding the previous 100k: median $(printf '%s\n' "${times[@]}" | median) s"
+# Reading a superseded deployment counts its 100k targets not handed out yet.
+g=(); for _ in 1 2 3; do g+=("$(curl -s -o /dev/null -w '%{time_total}' -H "authorization: Bearer $TOKEN" http://127.0.0.1:$PORT/api/v1/deployments/$first)"); done
+echo "GET of the first (superseded) deployment: median $(printf '%s\n' "${g[@]}" | median) s"
 
 poll() { h2load -D "$SECONDS_PER_RUN" --warm-up-time=1 -c 50 -m 10 -t 1 "$@" 2>/dev/null \
            | awk '/^finished in/ { for (i = 1; i <= NF; i++) if ($(i+1) == "req/s,") { gsub(",", "", $i); print $i } }'; }

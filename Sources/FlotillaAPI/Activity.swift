@@ -55,8 +55,13 @@ extension ManagementAPI {
             var query = try QueryReader(request, allowed: ["limit"])
             let limit = query.limit()
             try query.finish()
+            let now = Timestamp(engine.clock.now())
             let results = try await db.withConnection { conn in
-                try conn.pipeline([
+                // Deployments made since the device last polled are listed as the poll will see them.
+                if let id = try conn.query("SELECT d.id::text FROM devices d WHERE \(Self.deviceMatch(ident))").first {
+                    _ = try conn.query(Self.materialize(try id.decode(String.self), at: now))
+                }
+                return try conn.pipeline([
                     "SELECT 1 FROM devices d WHERE \(Self.deviceMatch(ident))",
                     """
                     SELECT \(unsafe: Self.executionColumns), e.deployment_id::text AS deployment_id, d.app AS app,

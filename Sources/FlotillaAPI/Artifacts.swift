@@ -158,12 +158,15 @@ extension ManagementAPI {
 
     static let artifactLockSpace = 0x41_52_54  // "ART"
 
-    /// Deployments that use the artifact and still have devices to update.
+    /// Deployments that use the artifact and still have devices to update (counting targets
+    /// not handed out yet, even superseded ones: refusing is the safe side).
     static func liveUsers(_ sha256: String) -> SQL {
         """
         SELECT da.deployment_id::text FROM deployment_artifacts da
-        WHERE da.sha256 = \(sha256) AND EXISTS (SELECT 1 FROM executions e WHERE e.deployment_id = da.deployment_id
+        WHERE da.sha256 = \(sha256) AND (EXISTS (SELECT 1 FROM executions e WHERE e.deployment_id = da.deployment_id
               AND e.state NOT IN ('succeeded', 'failed', 'rolled_back', 'rollback_failed', 'canceled'))
+           OR EXISTS (SELECT 1 FROM deployment_targets t JOIN deployments d ON d.id = t.deployment_id
+                      WHERE t.deployment_id = da.deployment_id AND d.canceled_at IS NULL))
         ORDER BY da.deployment_id LIMIT 20
         """
     }

@@ -120,18 +120,27 @@ extension ManagementAPI {
         return .json(200, try Self.deploymentJSON(row).serialized, headers: ["idempotent-replay": "true"])
     }
 
-    /// Wakes this replica's long polls of devices the deployment targets.
-    /// Wakes the long polls, on this server, of devices the deployment has executions for.
+    /// Wakes the long polls, on this server, of devices the deployment targets.
     static func wakeTargets(of deployment: String, db: PGPool, waiters: DeviceWaiters) async throws {
         let waiting = waiters.waitingDevices
         guard !waiting.isEmpty else { return }
         let rows = try await db.query("""
-            SELECT device_id::text FROM executions
-            WHERE deployment_id = \(deployment)::uuid AND device_id::text = ANY(\(PGTextArray(waiting))::text[])
+            SELECT device_id::text FROM deployment_targets
+            WHERE deployment_id = \(deployment)::uuid AND device_id = ANY(\(PGTextArray(waiting))::uuid[])
             """)
         for row in rows { waiters.wake(try row.decode(String.self)) }
     }
 
+    /// Deployment creation holds this advisory lock shared while it records targets; deleting
+    /// a device holds it exclusively, so a device cannot vanish between the two (see 0006).
+    static let targetsLockSpace = 0x54_47_54  // "TGT"
+
+    /// A condition on `deployments d`: a newer deployment of the same app exists.
+    static let newerSameApp = "n.app = d.app AND n.seq > d.seq"
+
+    /// The last two columns count the targets not yet handed out (deployment_targets) and,
+    /// of those, the ones superseded: a newer deployment of the same app also targets the device.
+    /// The second is only computed when such a newer deployment exists.
     static let deploymentColumns = """
         d.id::text AS id, d.flow_name, d.flow_version, d.app, d.app_version, d.params, d.target, d.device_count,
         d.created_at AS created_at, d.canceled_at,
@@ -139,14 +148,27 @@ extension ManagementAPI {
                   WHERE deployment_id = d.id GROUP BY state) c), '{}'),
         (SELECT max(finished_at) FROM executions WHERE deployment_id = d.id),
         EXISTS (SELECT 1 FROM executions WHERE deployment_id = d.id
-                AND state NOT IN ('succeeded', 'failed', 'rolled_back', 'rollback_failed', 'canceled'))
+                AND state NOT IN ('succeeded', 'failed', 'rolled_back', 'rollback_failed', 'canceled')),
+        (SELECT count(*) FROM deployment_targets t WHERE t.deployment_id = d.id),
+        CASE WHEN d.canceled_at IS NULL AND EXISTS (SELECT 1 FROM deployments n WHERE \(newerSameApp))
+             THEN (SELECT count(*) FROM deployment_targets t JOIN (
+                      SELECT DISTINCT nt.device_id FROM deployment_targets nt JOIN deployments n ON n.id = nt.deployment_id
+                      WHERE \(newerSameApp)) s ON s.device_id = t.device_id  -- a join, not EXISTS: 0.44 s, not 0.74, for 100k
+                   WHERE t.deployment_id = d.id)
+             ELSE 0 END
         """
 
     static func deploymentJSON(_ row: PGRow) throws -> JSON {
-        let (id, flowName, flowVersion, app, appVersion, params, target, count, created, canceled, countsText, lastFinish, open) = try row.decode(
+        let (id, flowName, flowVersion, app, appVersion, params, target, count, created, canceled, countsText, lastFinish, unfinished,
+             pending, superseded) = try row.decode(
             String.self, String.self, Int.self, String.self, String.self, JSONText.self, JSONText.self, Int.self,
-            Timestamp.self, Timestamp?.self, JSONText.self, Timestamp?.self, Bool.self)
-        let given = try JSON.parse(Array(countsText.text.utf8)).objectValue ?? [:]
+            Timestamp.self, Timestamp?.self, JSONText.self, Timestamp?.self, Bool.self, Int.self, Int.self)
+        var given = try JSON.parse(Array(countsText.text.utf8)).objectValue ?? [:]
+        // Targets not handed out yet count as queued, or canceled when nothing will hand them out.
+        let waiting = canceled == nil ? pending - superseded : 0
+        given["queued"] = .int((given["queued"]?.intValue ?? 0) + waiting)
+        given["canceled"] = .int((given["canceled"]?.intValue ?? 0) + pending - waiting)
+        let open = unfinished || waiting > 0
         let counts = ExecutionState.allCases.map { ($0.rawValue, given[$0.rawValue] ?? .int(0)) }
         let number = { (state: ExecutionState) in given[state.rawValue]?.intValue ?? 0 }
         let status = canceled != nil ? "canceled" : open ? "active" : "completed"
@@ -173,14 +195,38 @@ extension ManagementAPI {
         e.deadline_at, e.failure, e.rollback_failure, e.last_report, e.last_report_at, e.updated_at, e.finished_at
         """
 
+    /// `executionColumns` for the deployment's targets not handed out yet (deployment_targets):
+    /// no execution id; queued, or canceled when the deployment was canceled or a newer
+    /// deployment of the same app targets the device (named in the failure, as a poll would).
+    static func pendingTargets(of deployment: String) -> SQL {
+        let canceled = ExecutionEngine.failureJSON(.canceledBeforeStart).serialized
+        let superseded = Failure.superseded(by: "")
+        return """
+            SELECT NULL::text, t.device_id::text, dv.name,
+                   CASE WHEN d.canceled_at IS NOT NULL OR s.id IS NOT NULL THEN 'canceled' ELSE 'queued' END,
+                   0, d.steps -> 0 ->> 'name', 0, 0::bigint,
+                   (SELECT coalesce(iv.known_good, iv.version) FROM installed_versions iv WHERE iv.device_id = t.device_id AND iv.app = d.app),
+                   NULL::timestamptz,
+                   CASE WHEN d.canceled_at IS NOT NULL THEN \(JSONText(canceled))::jsonb
+                        WHEN s.id IS NOT NULL THEN jsonb_build_object('cause', \(superseded.cause.rawValue)::text,
+                            'message', \(superseded.message)::text || s.id::text, 'step', NULL, 'exit_code', NULL, 'log_tail', NULL) END,
+                   NULL::jsonb, NULL::jsonb, NULL::timestamptz, d.created_at, NULL::timestamptz
+            FROM deployment_targets t JOIN devices dv ON dv.id = t.device_id JOIN deployments d ON d.id = t.deployment_id
+            LEFT JOIN LATERAL (SELECT n.id FROM deployment_targets nt JOIN deployments n ON n.id = nt.deployment_id
+                               WHERE nt.device_id = t.device_id AND \(unsafe: newerSameApp)
+                               ORDER BY n.seq DESC LIMIT 1) s ON d.canceled_at IS NULL
+            WHERE t.deployment_id = \(deployment)::uuid
+            """
+    }
+
     static func executionJSON(_ row: PGRow) throws -> JSON {
         let (id, device, name, state, step, stepName, attempt, seq, knownGood, deadline, failure, rollbackFailure, report, reportAt,
              updated, finished) = try row.decode(
-            String.self, String.self, String.self, String.self, Int.self, String?.self, Int.self, Int.self, String?.self,
+            String?.self, String.self, String.self, String.self, Int.self, String?.self, Int.self, Int.self, String?.self,
             Timestamp?.self, JSONText?.self, JSONText?.self, JSONText?.self, Timestamp?.self, Timestamp.self, Timestamp?.self)
         let time = { (value: Timestamp?) in value.map { JSON.string($0.rfc3339) } ?? .null }
         return .fields([
-            ("execution_id", .string(id)), ("device_id", .string(device)), ("device_name", .string(name)), ("state", .string(state)),
+            ("execution_id", id.map(JSON.string) ?? .null), ("device_id", .string(device)), ("device_name", .string(name)), ("state", .string(state)),
             ("step", .int(step)), ("step_name", stepName.map(JSON.string) ?? .null), ("attempt", .int(attempt)), ("seq", .int(seq)),
             ("known_good", knownGood.map(JSON.string) ?? .null), ("deadline_at", time(deadline)),
             ("failure", failure.map { .raw($0.text) } ?? .null), ("rollback_failure", rollbackFailure.map { .raw($0.text) } ?? .null),

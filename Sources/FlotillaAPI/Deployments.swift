@@ -1,9 +1,11 @@
 // Deployments: what pipelines call. Create (idempotent with an Idempotency-Key), show
 // (status, counts per state, `?wait=N` until it finishes), the devices' executions, cancel.
 //
-// Creating one is set-based whatever the fleet size: one INSERT … SELECT for the
-// executions, one UPDATE to supersede older queued executions of the same app on the
-// targeted devices (in-flight ones finish first: the next poll hands out the newer one).
+// Creating one is set-based whatever the fleet size: one INSERT … SELECT records the
+// targeted devices (deployment_targets); each device's execution is made when it next
+// polls (materialize, in DeviceManifest.swift). Older queued executions of the same app on
+// the targeted devices are superseded; in-flight ones finish first, and the next poll
+// hands out the newer one.
 
 import FlotillaCore
 import FlotillaStore
@@ -63,32 +65,46 @@ extension ManagementAPI {
                         SELECT DISTINCT \(id)::uuid, unnest(\(PGTextArray(downloads.map(\.sha256)))::text[])
                         """)
                 }
-                let superseded = try conn.query("""
+                // Sorting 100k target ids spills to disk with the default 4 MB.
+                _ = try conn.query("SET LOCAL work_mem = '64MB'")
+                // Shared with other creations; a device delete takes it exclusively (see 0006).
+                _ = try conn.query("SELECT pg_advisory_xact_lock_shared(\(Self.targetsLockSpace), 0)")
+                let count = try conn.query("""
+                    INSERT INTO deployment_targets (device_id, deployment_id)
+                    SELECT d.id, \(id)::uuid FROM devices d WHERE \(target.condition) ORDER BY d.id
+                    """).affectedRows
+                if count == 0 { throw APIError.invalid("target", "matches no devices") }
+                // Supersede: older executions of the app that devices hold but have not started…
+                let supersededQueued = try conn.query("""
                     WITH s AS (
                         UPDATE executions e SET state = 'canceled', failure = \(JSONText(ExecutionEngine.failureJSON(.superseded(by: id)).serialized))::jsonb,
                             deadline_at = NULL, finished_at = \(now)::timestamptz, updated_at = \(now)::timestamptz, version = e.version + 1
-                        FROM devices d WHERE e.device_id = d.id AND e.app = \(app) AND e.state = 'queued' AND (\(target.condition))
+                        FROM deployment_targets t
+                        WHERE t.deployment_id = \(id)::uuid AND e.device_id = t.device_id AND e.app = \(app) AND e.state = 'queued'
                         RETURNING e.id),
                     ev AS (INSERT INTO execution_events (execution_id, from_state, to_state, cause, at)
                            SELECT s.id, 'queued', 'canceled', \(Failure.superseded(by: id).message), \(now)::timestamptz FROM s)
                     SELECT count(*) FROM s
                     """)[0].decode(Int.self)
-                let count = try conn.query("""
-                    WITH i AS (
-                        INSERT INTO executions (deployment_id, device_id, app, known_good, created_at, updated_at)
-                        SELECT \(id)::uuid, d.id, \(app), coalesce(iv.known_good, iv.version), \(now)::timestamptz, \(now)::timestamptz
-                        FROM devices d LEFT JOIN installed_versions iv ON iv.device_id = d.id AND iv.app = \(app)
-                        WHERE \(target.condition)
-                        RETURNING 1)
-                    SELECT count(*) FROM i
+                // …and older targets not handed out yet: they now read as superseded (see 0006).
+                // The planner's row estimates for deployment_targets lag behind a fan-out just
+                // recorded (they say ~1k rows where there are 100k) and it would pick a nested
+                // loop of 100k index probes; a hash join is ~8× faster here.
+                _ = try conn.query("SET LOCAL enable_nestloop = off")
+                let supersededPending = try conn.query("""
+                    SELECT count(DISTINCT o.device_id) FROM deployments od JOIN deployment_targets o ON o.deployment_id = od.id
+                    WHERE od.app = \(app) AND od.canceled_at IS NULL AND od.id <> \(id)::uuid
+                      AND EXISTS (SELECT 1 FROM deployment_targets n WHERE n.device_id = o.device_id AND n.deployment_id = \(id)::uuid)
                     """)[0].decode(Int.self)
-                if count == 0 { throw APIError.invalid("target", "matches no devices") }
-                _ = try conn.query("SELECT pg_notify(\(Self.changeChannel), \(Self.workPrefix + id))")
                 _ = try conn.query("UPDATE deployments SET device_count = \(count) WHERE id = \(id)::uuid")
-                return (id, count, superseded)
+                _ = try conn.query("SELECT pg_notify(\(Self.changeChannel), \(Self.workPrefix + id))")
+                return (id, count, supersededQueued + supersededPending)
             }
             // Polls here learn of it at once; other replicas when the NOTIFY sent at commit reaches them.
             idleDevices.invalidateAll()
+            // Fresh statistics for the rows just recorded, so counts and listings get hash joins
+            // instead of nested loops (autovacuum would take up to a minute to notice).
+            if count >= 10_000 { Task.detached { [db] in _ = try? await db.query("ANALYZE deployment_targets") } }
             try await Self.wakeTargets(of: id, db: db, waiters: engine.waiters)
             return .json(201, JSON.fields([
                 ("id", .string(id)), ("flow", .fields([("name", .string(flowName)), ("version", .int(flowVersion))])),
@@ -138,11 +154,16 @@ extension ManagementAPI {
             let after = query.cursor()
             try query.finish()
             _ = try await loadDeployment(id)  // 404 for an unknown deployment
+            // Executions, and the targets not handed out yet, which read as queued or canceled.
             let rows = try await db.query("""
-                SELECT \(unsafe: Self.executionColumns) FROM executions e JOIN devices dv ON dv.id = e.device_id
-                JOIN deployments d ON d.id = e.deployment_id
-                WHERE e.deployment_id = \(id)::uuid AND (\(state)::text IS NULL OR e.state = \(state))
-                  AND (\(after)::text IS NULL OR dv.name > \(after)) ORDER BY dv.name LIMIT \(limit + 1)
+                SELECT * FROM (
+                    SELECT \(unsafe: Self.executionColumns) FROM executions e JOIN devices dv ON dv.id = e.device_id
+                    JOIN deployments d ON d.id = e.deployment_id WHERE e.deployment_id = \(id)::uuid
+                    UNION ALL
+                    \(Self.pendingTargets(of: id))
+                ) x
+                WHERE (\(state)::text IS NULL OR x.state = \(state)) AND (\(after)::text IS NULL OR x.name > \(after))
+                ORDER BY x.name LIMIT \(limit + 1)
                 """)
             return try page(try rows.map(Self.executionJSON), limit: limit) { try rows[$0].decode(String.self, column: "name") }
         }
@@ -165,11 +186,13 @@ extension ManagementAPI {
                            SELECT c.id, 'queued', 'canceled', \(canceled.message), \(now)::timestamptz FROM c)
                     SELECT count(*) FROM c
                     """)[0].decode(Int.self)
+                // Targets not handed out yet now read as canceled; their devices never get them.
+                let pending = try conn.query("SELECT count(*) FROM deployment_targets WHERE deployment_id = \(id)::uuid")[0].decode(Int.self)
                 let inFlight = try conn.query("""
                     SELECT id::text FROM executions
                     WHERE deployment_id = \(id)::uuid AND state IN ('downloading', 'installing', 'rebooting', 'verifying')
                     """).map { try $0.decode(String.self) }
-                return (queued, inFlight)
+                return (queued + pending, inFlight)
             }
             // Started executions go through the machine one by one: each stops or rolls back.
             for execution in inFlight {

@@ -8,7 +8,9 @@ import FlotillaTransport
 extension ManagementAPI {
     /// The device's next instruction: its execution in flight (again, e.g. after an agent
     /// restart), else its oldest queued one whose app has nothing in flight. nil: nothing to do.
+    /// First, targets of deployments made since the last poll become executions.
     func nextManifest(_ device: String) async throws -> JSON? {
+        _ = try await db.query(Self.materialize(device, at: Timestamp(engine.clock.now())))
         guard let row = try await db.query("""
             SELECT e.id::text, e.deployment_id::text, e.app, d.app_version, e.known_good, e.state, e.step, e.attempt, e.seq,
                    e.deadline_at, d.steps, d.rollback, d.flow_name, d.flow_version, d.params
@@ -37,6 +39,38 @@ extension ManagementAPI {
                 ("params", .raw(params.text)),
             ])),
         ])
+    }
+
+    /// Turns the device's targets not handed out yet (deployment_targets, see 0006) into
+    /// executions. Per app, the newest deployment's becomes queued, unless it was canceled;
+    /// every other becomes canceled, superseded by that newest one, with its event. A target
+    /// that cannot become an execution yet (a queued one of the app already exists) stays.
+    static func materialize(_ device: String, at now: Timestamp) -> SQL {
+        let canceled = ExecutionEngine.failureJSON(.canceledBeforeStart).serialized
+        let superseded = Failure.superseded(by: "")
+        return """
+            WITH p AS (
+                SELECT d.id, d.app, d.canceled_at, first_value(d.id) OVER w AS newest, row_number() OVER w AS rank
+                FROM deployment_targets t JOIN deployments d ON d.id = t.deployment_id
+                WHERE t.device_id = \(device)::uuid
+                WINDOW w AS (PARTITION BY d.app ORDER BY d.seq DESC)),
+            i AS (
+                INSERT INTO executions (deployment_id, device_id, app, state, known_good, failure, created_at, updated_at, finished_at)
+                SELECT p.id, \(device)::uuid, p.app, CASE WHEN p.rank = 1 AND p.canceled_at IS NULL THEN 'queued' ELSE 'canceled' END,
+                       (SELECT coalesce(iv.known_good, iv.version) FROM installed_versions iv
+                        WHERE iv.device_id = \(device)::uuid AND iv.app = p.app),
+                       CASE WHEN p.rank > 1 THEN jsonb_build_object('cause', \(superseded.cause.rawValue)::text,
+                                'message', \(superseded.message)::text || p.newest::text, 'step', NULL, 'exit_code', NULL, 'log_tail', NULL)
+                            WHEN p.canceled_at IS NOT NULL THEN \(JSONText(canceled))::jsonb END,
+                       \(now)::timestamptz, \(now)::timestamptz,
+                       CASE WHEN p.rank > 1 OR p.canceled_at IS NOT NULL THEN \(now)::timestamptz END
+                FROM p
+                ON CONFLICT DO NOTHING
+                RETURNING id, deployment_id, state, failure),
+            gone AS (DELETE FROM deployment_targets t USING i WHERE t.device_id = \(device)::uuid AND t.deployment_id = i.deployment_id)
+            INSERT INTO execution_events (execution_id, from_state, to_state, cause, at)
+            SELECT i.id, 'queued', 'canceled', i.failure ->> 'message', \(now)::timestamptz FROM i WHERE i.state = 'canceled'
+            """
     }
 
     /// The `event` of a report, as agents spell it.

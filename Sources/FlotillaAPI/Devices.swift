@@ -83,13 +83,17 @@ extension ManagementAPI {
             var query = try QueryReader(request, allowed: ["group", "selector", "name_prefix", "last_seen_before",
                                                            "last_seen_after", "state", "limit", "cursor"])
             var filters: [SQL] = []
-            // `state`: devices whose latest execution (of any app) is in that state.
+            // `state`: devices whose latest execution (of any app) is in that state. A target of
+            // a live deployment not handed out yet (see 0006) is the latest, and queued.
             if let state = query["state"] {
                 if ExecutionState(rawValue: state) == nil {
                     query.problem("state", "must be one of \(ExecutionState.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
                 filters.append("""
-                    (SELECT e.state FROM executions e WHERE e.device_id = d.id ORDER BY e.created_at DESC, e.id DESC LIMIT 1) = \(state)
+                    CASE WHEN EXISTS (SELECT 1 FROM deployment_targets t JOIN deployments dp ON dp.id = t.deployment_id
+                                      WHERE t.device_id = d.id AND dp.canceled_at IS NULL) THEN 'queued'
+                         ELSE (SELECT e.state FROM executions e WHERE e.device_id = d.id ORDER BY e.created_at DESC, e.id DESC LIMIT 1)
+                    END = \(state)
                     """)
             }
             if let group = query["group"] {
@@ -163,6 +167,12 @@ extension ManagementAPI {
             let deleted = try await db.transaction { conn in
                 // Every replica forgets the device's token when this commits; this one at once, below.
                 try conn.query("SELECT pg_notify(\(Self.changeChannel), 'device')")
+                // Its targets in deployments go with it (no foreign key there; see 0006). The lock
+                // waits out deployments being created, which may be recording this device.
+                try conn.query("SELECT pg_advisory_xact_lock(\(Self.targetsLockSpace), 0)")
+                try conn.query("""
+                    DELETE FROM deployment_targets WHERE device_id IN (SELECT d.id FROM devices d WHERE \(Self.deviceMatch(ident)))
+                    """)
                 return try conn.query("DELETE FROM devices d WHERE \(Self.deviceMatch(ident))").affectedRows
             }
             deviceTokens.invalidateAll()
