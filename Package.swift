@@ -33,7 +33,7 @@ let package = Package(
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]),
         // PostgreSQL through libpq: queries, pool, migrations, the embedded cluster.
         .target(name: "FlotillaStore", dependencies: [
-            "CLibpq", "COpenSSL", .product(name: "Logging", package: "swift-log"),
+            "CLibpq", "COpenSSL", "FlotillaJSON", .product(name: "Logging", package: "swift-log"),
         ]),
         // Flow files (YAML or JSON) → flow definitions, with each problem's line: for the
         // server's start-up, the API's tests and the CLI's offline `flows validate`.

@@ -4,6 +4,7 @@
 //   GET  /agent/next?wait=N           the next instruction (a manifest) or 204 after up to N s
 //   POST /agent/executions/{id}/reports   one report; the answer says continue, roll_back or stop
 //   POST /agent/heartbeat             installed versions, attributes, "I just booted"
+//   GET  /agent/signing-key           the public key manifests are signed with (no token)
 
 import FlotillaCore
 import FlotillaStore
@@ -11,6 +12,8 @@ import FlotillaTransport
 
 struct DeviceCaller: Sendable {
     let id: String
+    /// SHA-256 of the token it presented: signed manifests are bound to it.
+    let tokenHash: [UInt8]
 }
 
 extension ManagementAPI {
@@ -34,6 +37,13 @@ extension ManagementAPI {
         return manifest
     }
 
+    /// The manifest with its `signed` copy (ManifestSigner.swift), which is what agents act on.
+    func signed(_ manifest: JSON, for device: DeviceCaller) throws -> HTTPResponse {
+        var fields = manifest.objectValue ?? [:]
+        fields["signed"] = try signer.sign(manifest.objectValue?["execution"] ?? .null, tokenHash: device.tokenHash, now: engine.clock.now())
+        return .json(200, JSON.object(fields).serialized)
+    }
+
     func authenticateDevice(_ request: HTTPRequest) async throws -> DeviceCaller {
         let header = request.headers["authorization"] ?? ""
         let parts = header.split(separator: " ", maxSplits: 1)
@@ -49,12 +59,17 @@ extension ManagementAPI {
             throw HTTPError(401, code: "invalid_token", message: "the device token is unknown (was the device deleted?)",
                             headers: ["www-authenticate": #"Bearer error="invalid_token""#])
         }
-        let caller = DeviceCaller(id: try row.decode(String.self, column: "id"))
+        let caller = DeviceCaller(id: try row.decode(String.self, column: "id"), tokenHash: hash)
         deviceTokens.store(hash, caller, generation: generation)
         return caller
     }
 
     func registerDeviceAPIRoutes(on router: inout Router) {
+        // The key manifests are signed with. Public, like any public key: agents fetch it on
+        // first start when none is configured, and pin it (trust on first use).
+        let key = HTTPResponse.json(200, signer.publicKeyJSON.serialized)
+        router.get("/api/v1/agent/signing-key") { _ in key }
+
         deviceRoute(&router, "GET", "/api/v1/agent/next") { request, device in
             var query = try QueryReader(request, allowed: ["wait"])
             let wait = query.waitSeconds(max: 300)
@@ -62,10 +77,10 @@ extension ManagementAPI {
             // Register before looking, so a deployment created in between still wakes us.
             let ticket = wait > 0 ? engine.waiters.register(device.id) : nil
             defer { ticket.map(engine.waiters.finish) }
-            if let manifest = try await pendingManifest(device.id) { return .json(200, manifest.serialized) }
+            if let manifest = try await pendingManifest(device.id) { return try signed(manifest, for: device) }
             if let ticket {
                 await engine.waiters.wait(ticket, seconds: wait)
-                if let manifest = try await pendingManifest(device.id) { return .json(200, manifest.serialized) }
+                if let manifest = try await pendingManifest(device.id) { return try signed(manifest, for: device) }
             }
             return HTTPResponse(status: 204, headers: ["x-poll-interval": "\(Self.pollInterval)", "x-poll-jitter": "\(Self.pollJitter)"])
         }

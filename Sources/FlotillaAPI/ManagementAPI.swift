@@ -25,12 +25,15 @@ public struct ManagementAPI: Sendable {
     let idleDevices = TokenCache<Bool>(ttlSeconds: 30, capacity: 1_000_000)
     let engine: ExecutionEngine
     let artifacts: ArtifactStore
+    public let signer: ManifestSigner
     private let listener: PGListener?
 
     /// With `listen`, a PGListener on that database keeps the token cache honest across
     /// replicas (see TokenCache); without it, every request looks its token up.
+    /// `signer`: the server's manifest-signing key; tests pass none and get a fresh one.
     public init(db: PGPool, logger: Logger, artifacts: ArtifactStore, listen: PGConnectionOptions? = nil,
-                clock: WallClock = .system) {
+                clock: WallClock = .system, signer: ManifestSigner? = nil) throws {
+        self.signer = try signer ?? ManifestSigner(key: .generate())
         self.db = db
         self.logger = logger
         self.artifacts = artifacts

@@ -24,6 +24,8 @@ final class AgentDaemon: @unchecked Sendable {
     private var manifest: JSON
     private var client: HTTP2Client?
     private var backoff = 1.0
+    /// What makes a manifest believable (ManifestTrust.swift); set before the first poll.
+    private var trust: ManifestTrust?
     /// After a failed delivery, reports just wait in the outbox until this time, so work on
     /// the device never stalls on connect timeouts.
     private var deliveryRetryAt: Date?
@@ -41,6 +43,7 @@ final class AgentDaemon: @unchecked Sendable {
         log("flotilla-agent \(FlotillaVersion.current) starting; state in \(config.stateDirectory); phase \(machine.journal.objectValue?["phase"]?.stringValue ?? "?")")
         await perform(machine.started())
         await heartbeat()
+        await loadTrust()
         while true {
             await deliverOutbox()
             // Only poll with an empty outbox: the server must hear how the last execution
@@ -80,9 +83,44 @@ final class AgentDaemon: @unchecked Sendable {
         }
     }
 
-    /// A manifest for this device: remember it, then hand it to the machine.
+    /// The pinned manifest key (ManifestTrust.swift); retried until the server can be asked.
+    private func loadTrust() async {
+        while trust == nil {
+            do {
+                let (loaded, how) = try await ManifestTrust.load(root: files.root, configured: config.signingKey) {
+                    let response = try await connection().send(ClientRequest(path: "/api/v1/agent/signing-key"), timeout: .seconds(30))
+                    guard response.status == 200, let text = try JSON.parse(response.body).objectValue?["public_key"]?.stringValue,
+                          let key = Base64URL.decode(text), key.count == 32 else {
+                        throw AgentError.io("GET /api/v1/agent/signing-key answered \(response.status)")
+                    }
+                    return key
+                }
+                trust = loaded
+                log(how)
+            } catch let error as AgentError {
+                log("cannot pin the manifest key: \(error)")
+                await pause()
+            } catch {
+                log("cannot fetch the manifest key: \(error)")
+                await dropConnection()
+                await pause()
+            }
+        }
+    }
+
+    /// A manifest for this device: check its signature, remember it, hand it to the machine.
     private func received(_ body: JSON) async throws {
-        guard let execution = body.objectValue?["execution"], let fields = execution.objectValue,
+        let execution: JSON
+        switch trust!.check(body, token: config.token, now: Int(Date().timeIntervalSince1970)) {
+        case .failure(let refusal):
+            log("refusing the manifest: \(refusal)")
+            await pause()
+            return
+        case .success(let signed):
+            try trust!.accepted(issuedAt: signed.issuedAt)
+            execution = signed.execution  // the signed copy; the unsigned one beside it is ignored
+        }
+        guard let fields = execution.objectValue,
               let id = fields["id"]?.stringValue, let app = fields["app"]?.stringValue,
               let version = fields["version"]?.stringValue, let steps = fields["steps"]?.arrayValue else {
             log("ignoring a manifest without id, app, version or steps")
@@ -181,6 +219,7 @@ final class AgentDaemon: @unchecked Sendable {
                 ("outcome", .string(outcome.rawValue)), ("app", .string(app)), ("version", .string(version)),
                 ("execution", manifest.objectValue?["id"] ?? .null), ("at", .string(ISO8601DateFormatter().string(from: Date()))),
             ]), to: files.root + "/last-result.json")
+            if let id = manifest.objectValue?["id"]?.stringValue { try? trust?.finished(id) }  // never again, even if replayed
             try? AgentFiles.remove(files.manifestPath)
             manifest = .object([:])
             await heartbeat()

@@ -6,6 +6,7 @@
 //   token = flt_d_…
 //   state_dir = /var/lib/flotilla-agent
 //   ca_file = /etc/flotilla/ca.pem
+//   signing_key = <the server's manifest key, base64url>   (else pinned at first start)
 //   poll_min = 5
 //   poll_max = 300
 //   poll_wait = 30
@@ -27,6 +28,8 @@ struct AgentConfig: Sendable {
     var token: String
     var stateDirectory: String
     var caFile: String?
+    /// The server's manifest-signing public key (base64url); nil: pin the server's on first start.
+    var signingKey: String?
     var pollMinimum: Double
     var pollMaximum: Double
     var pollWait: Int
@@ -48,6 +51,9 @@ struct AgentOptions: ParsableArguments {
 
     @Option(help: "PEM file of CA certificates to trust for https. File key: ca_file.")
     var caFile: String?
+
+    @Option(help: "The server's manifest-signing public key (base64url; GET /api/v1/agent/signing-key). Without it the agent pins the server's key on first start. File key: signing_key.")
+    var signingKey: String?
 
     @Option(help: "Fewest seconds between polls. File key: poll_min.")
     var pollMin: Double?
@@ -73,7 +79,7 @@ struct AgentOptions: ParsableArguments {
                 file[trimmed[..<equals].trimmingCharacters(in: .whitespaces)] = trimmed[trimmed.index(after: equals)...].trimmingCharacters(in: .whitespaces)
             }
         }
-        let known: Set = ["server", "token", "state_dir", "ca_file", "poll_min", "poll_max", "poll_wait", "reboot_command"]
+        let known: Set = ["server", "token", "state_dir", "ca_file", "signing_key", "poll_min", "poll_max", "poll_wait", "reboot_command"]
         if let unknown = file.keys.first(where: { !known.contains($0) }) {
             throw ValidationError("\(config): unknown key '\(unknown)' (known: \(known.sorted().joined(separator: ", ")))")
         }
@@ -90,7 +96,7 @@ struct AgentOptions: ParsableArguments {
         let rebootText = rebootCommand ?? file["reboot_command"] ?? "systemctl reboot"
         return AgentConfig(
             server: server ?? file["server"] ?? "http://127.0.0.1:8080", token: token ?? "",
-            stateDirectory: stateDir ?? file["state_dir"] ?? "/var/lib/flotilla-agent", caFile: caFile ?? file["ca_file"],
+            stateDirectory: stateDir ?? file["state_dir"] ?? "/var/lib/flotilla-agent", caFile: caFile ?? file["ca_file"], signingKey: signingKey ?? file["signing_key"],
             pollMinimum: minimum, pollMaximum: maximum, pollWait: Int(try number(pollWait.map(Double.init), "poll_wait", 30)),
             reboot: rebootText == "exit" ? .exit : .command(rebootText))
     }

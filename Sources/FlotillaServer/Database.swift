@@ -3,6 +3,7 @@
 // first admin token.
 
 import ArgumentParser
+import FlotillaTransport
 import FlotillaAPI
 import FlotillaStore
 import Foundation
@@ -84,17 +85,40 @@ struct OpenDatabase {
     /// (mode 0600) to <data-dir>/admin-token.
     func bootstrapAdminToken(dataDir: String, log: (String) -> Void) throws {
         guard let secret = try ManagementAPI.bootstrapAdminToken(PGConnection(options)) else { return }
-        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
         let path = dataDir + "/admin-token"
-        let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        guard fd >= 0 else { throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))") }
-        fchmod(fd, 0o600)  // an existing file keeps its old mode through O_CREAT
-        let bytes = Array((secret + "\n").utf8)
-        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        close(fd)
-        guard written == bytes.count else { throw ValidationError("cannot write \(path)") }
+        try writeSecretFile(path, secret + "\n")
         log("admin token (shown once, saved to \(path)): \(secret)")
     }
+}
+
+/// Writes a file only its owner can read (mode 0600, also when it already existed),
+/// creating its directory if needed.
+func writeSecretFile(_ path: String, _ text: String) throws {
+    let directory = (path as NSString).deletingLastPathComponent
+    if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+    let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    guard fd >= 0 else { throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))") }
+    fchmod(fd, 0o600)  // an existing file keeps its old mode through O_CREAT
+    let bytes = Array(text.utf8)
+    let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    fsync(fd)
+    close(fd)
+    guard written == bytes.count else { throw ValidationError("cannot write \(path)") }
+}
+
+/// The manifest-signing key: read from `path`, or made and saved there (0600) on first start.
+/// Replicas must all use the same key (give each the same file with --signing-key).
+func loadOrCreateSigningKey(_ path: String, log: (String) -> Void) throws -> Ed25519.PrivateKey {
+    if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+        guard let seed = Base64URL.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)), seed.count == 32 else {
+            throw ValidationError("\(path): not a signing key (expected 32 bytes in base64url, as this server writes it)")
+        }
+        return try Ed25519.PrivateKey(seed: seed)
+    }
+    let key = try Ed25519.PrivateKey.generate()
+    try writeSecretFile(path, Base64URL.encode(key.seed) + "\n")
+    log("created the manifest-signing key \(path) (key id \(Ed25519.keyID(key.publicKey)))")
+    return key
 }
 
 func environment(_ name: String) -> String? {

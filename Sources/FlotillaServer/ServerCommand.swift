@@ -69,6 +69,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds between sweeps for executions whose deadline passed.")
     var sweepInterval: Double = 1
 
+    @Option(help: "Ed25519 key that signs manifests (created on first start; replicas must share it). Default: <data-dir>/signing-key. Env: FLOTILLA_SIGNING_KEY.")
+    var signingKey: String?
+
     @Option(help: "Directory of the artifact store (default: <data-dir>/artifacts). Replicas must share it. Env: FLOTILLA_ARTIFACT_DIR.")
     var artifactDir: String?
 
@@ -127,13 +130,15 @@ struct Serve: AsyncParsableCommand {
         let management: ManagementAPI
         do {
             let directory = artifactDir ?? environment("FLOTILLA_ARTIFACT_DIR") ?? database.resolvedDataDir + "/artifacts"
-            management = ManagementAPI(db: pool, logger: Logger(label: "flotilla.http"),
-                                       artifacts: try ArtifactStore(directory: directory, maxBytes: maxArtifactSize),
-                                       listen: opened.options)
+            let keyPath = signingKey ?? environment("FLOTILLA_SIGNING_KEY") ?? database.resolvedDataDir + "/signing-key"
+            let key = try loadOrCreateSigningKey(keyPath, log: say)
+            management = try ManagementAPI(db: pool, logger: Logger(label: "flotilla.http"),
+                                           artifacts: try ArtifactStore(directory: directory, maxBytes: maxArtifactSize),
+                                           listen: opened.options, signer: ManifestSigner(key: key))
         } catch {
             pool.close()
             opened.cluster?.stop()
-            throw ValidationError("cannot start: the artifact store: \(error)")
+            throw ValidationError("cannot start: \(error)")
         }
         do {
             try opened.bootstrapAdminToken(dataDir: database.resolvedDataDir, log: say)

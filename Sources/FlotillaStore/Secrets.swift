@@ -2,6 +2,7 @@
 // generated here, stored only as SHA-256 and compared in constant time.
 
 import COpenSSL
+import FlotillaJSON
 
 public enum Secrets {
     /// `count` bytes from OpenSSL's CSPRNG.
@@ -40,50 +41,8 @@ public enum Secrets {
         prefix + base64URL(randomBytes(32))
     }
 
-    public static func base64URL(_ bytes: [UInt8]) -> String {
-        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity((bytes.count * 4 + 2) / 3)
-        var index = 0
-        while index < bytes.count {
-            let b0 = UInt32(bytes[index])
-            let b1 = index + 1 < bytes.count ? UInt32(bytes[index + 1]) : 0
-            let b2 = index + 2 < bytes.count ? UInt32(bytes[index + 2]) : 0
-            let triple = b0 << 16 | b1 << 8 | b2
-            out.append(alphabet[Int(triple >> 18 & 63)])
-            out.append(alphabet[Int(triple >> 12 & 63)])
-            if index + 1 < bytes.count { out.append(alphabet[Int(triple >> 6 & 63)]) }
-            if index + 2 < bytes.count { out.append(alphabet[Int(triple & 63)]) }
-            index += 3
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    public static func base64URL(_ bytes: [UInt8]) -> String { Base64URL.encode(bytes) }
 
     /// Decodes unpadded base64url; nil for anything else.
-    public static func decodeBase64URL(_ text: String) -> [UInt8]? {
-        var values: [UInt32] = []
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"): values.append(UInt32(byte - 65))
-            case UInt8(ascii: "a")...UInt8(ascii: "z"): values.append(UInt32(byte - 97 + 26))
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): values.append(UInt32(byte - 48 + 52))
-            case UInt8(ascii: "-"): values.append(62)
-            case UInt8(ascii: "_"): values.append(63)
-            default: return nil
-            }
-        }
-        guard values.count % 4 != 1 else { return nil }
-        var out: [UInt8] = []
-        var index = 0
-        while index < values.count {
-            let chunk = values[index..<min(index + 4, values.count)]
-            var triple: UInt32 = 0
-            for (offset, value) in chunk.enumerated() { triple |= value << (18 - 6 * UInt32(offset)) }
-            out.append(UInt8(triple >> 16 & 0xff))
-            if chunk.count > 2 { out.append(UInt8(triple >> 8 & 0xff)) }
-            if chunk.count > 3 { out.append(UInt8(triple & 0xff)) }
-            index += 4
-        }
-        return out
-    }
+    public static func decodeBase64URL(_ text: String) -> [UInt8]? { Base64URL.decode(text) }
 }

@@ -30,6 +30,17 @@ public func sha256Hex(ofFile path: String) throws(FileDigestError) -> String {
     var digest = [UInt8](repeating: 0, count: 32)
     var length: UInt32 = 0
     EVP_DigestFinal_ex(context, &digest, &length)
+    return lowercaseHex(digest)
+}
+
+/// The SHA-256 of `bytes` in lowercase hex.
+public func sha256Hex(_ bytes: [UInt8]) -> String {
+    var digest = [UInt8](repeating: 0, count: 32)
+    _ = SHA256(bytes, bytes.count, &digest)
+    return lowercaseHex(digest)
+}
+
+func lowercaseHex(_ bytes: [UInt8]) -> String {
     let hex = Array("0123456789abcdef".utf8)
-    return String(decoding: digest.flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 15)]] }, as: UTF8.self)
+    return String(decoding: bytes.flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 15)]] }, as: UTF8.self)
 }

@@ -1,3 +1,4 @@
+import FlotillaJSON
 import FlotillaStore
 import FlotillaTestSupport
 import FlotillaTransport
@@ -25,7 +26,15 @@ final class EmbeddedDatabaseTests: XCTestCase {
         XCTAssertEqual(mode, 0o600)
         XCTAssertTrue(FileManager.default.fileExists(atPath: dataDir + "/run/.s.PGSQL.5432"), "a unix socket, no TCP port")
 
+        // The manifest-signing key: made on first start, secret (0600), the one the API serves.
+        let keyMode = try FileManager.default.attributesOfItem(atPath: dataDir + "/signing-key")[.posixPermissions] as? Int
+        XCTAssertEqual(keyMode, 0o600)
+        XCTAssertTrue(server!.startup.contains("created the manifest-signing key"), server!.startup)
         var api = APIClient(port: server!.port, token: token, wire: .h1)
+        let published = try await api.call("GET", "/api/v1/agent/signing-key").json["public_key"]?.stringValue
+        let seed = try XCTUnwrap(Base64URL.decode(String(contentsOfFile: dataDir + "/signing-key", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)))
+        XCTAssertEqual(published, Base64URL.encode(try Ed25519.PrivateKey(seed: seed).publicKey))
         expect(try await api.call("POST", "/api/v1/devices", #"{"name":"survivor"}"#), 201)
 
         // SIGTERM stops the cluster too.
@@ -40,6 +49,8 @@ final class EmbeddedDatabaseTests: XCTestCase {
         XCTAssertFalse(server!.startup.contains("creating"), server!.startup)
         api = APIClient(port: server!.port, token: token, wire: .h2)
         expect(try await api.call("GET", "/api/v1/devices/survivor"), 200)
+        let samePublished = try await api.call("GET", "/api/v1/agent/signing-key").json["public_key"]?.stringValue
+        XCTAssertEqual(samePublished, published, "a restart keeps the key agents pinned")
         await api.close()
 
         // kill -9: the server cannot stop postgres, so the next start adopts the running cluster.

@@ -30,7 +30,7 @@ final class OpenAPITests: XCTestCase {
         }
         // The pool never connects: only the route table is read.
         let pool = PGPool(.init(connection: PGConnectionOptions(conninfo: "host=/nonexistent dbname=x")))
-        let router = FlotillaAPI.makeRouter(management: ManagementAPI(db: pool, logger: Logger(label: "openapi-test"),
+        let router = FlotillaAPI.makeRouter(management: try ManagementAPI(db: pool, logger: Logger(label: "openapi-test"),
                                                                              artifacts: try ArtifactStore(directory: NSTemporaryDirectory() + "flotilla-openapi-artifacts")))
         let routed = Set(router.routeTable.map { "\($0.method) \($0.pattern)" })
         XCTAssertEqual(routed.subtracting(documented).sorted(), [], "routes missing from openapi/*.yaml")
@@ -61,7 +61,12 @@ final class OpenAPITests: XCTestCase {
                 let operation = try XCTUnwrap(operation as? [String: Any])
                 let declared = names(item["parameters"]).union(names(operation["parameters"]))
                 XCTAssertTrue(needed.isSubset(of: declared), "\(method) \(path) declares \(declared), needs \(needed)")
+                // Routes that need no token say so with `security: []`; every other one documents 401.
+                let open = (operation["security"] as? [Any])?.isEmpty == true
                 if path.hasPrefix("/api/") {
+                    XCTAssertEqual(open, path == "/api/v1/agent/signing-key", "\(method) \(path): of the API, only the signing key is public")
+                }
+                if path.hasPrefix("/api/") && !open {
                     let responses = try XCTUnwrap(operation["responses"] as? [String: Any])
                     XCTAssertNotNil(responses["401"], "\(method) \(path) does not document 401")
                 }

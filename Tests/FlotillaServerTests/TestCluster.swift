@@ -109,8 +109,8 @@ final class APIServer: @unchecked Sendable {
         pool = PGPool(configuration)
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        api = ManagementAPI(db: pool, logger: logger, artifacts: try ArtifactStore(directory: artifactDirectory, maxBytes: maxArtifactBytes),
-                            listen: PGConnectionOptions(conninfo: conninfo), clock: clock)
+        api = try ManagementAPI(db: pool, logger: logger, artifacts: try ArtifactStore(directory: artifactDirectory, maxBytes: maxArtifactBytes),
+                            listen: PGConnectionOptions(conninfo: conninfo), clock: clock, signer: other?.api.signer)
         server = try HTTPServer(configuration: .init(host: "127.0.0.1", port: port, loopCount: 2),
                                 router: FlotillaAPI.makeRouter(management: api))
         self.port = try server.start().port
