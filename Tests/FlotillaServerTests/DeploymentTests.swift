@@ -15,10 +15,7 @@ final class DeploymentTests: XCTestCase {
     override func setUp() async throws {
         server = try APIServer(clock: clock.wallClock)
         admin = APIClient(port: server.port, token: server.adminToken, wire: .h1)  // pipelines speak HTTP/1.1
-        let v1 = try await admin.applyFlowFile("hardhat-model.yaml")
-        XCTAssertEqual(v1, 1)
-        expect(try await admin.call("POST", "/api/v1/groups", #"{"name":"site-berlin"}"#), 201)
-        try await admin.uploadSampleArtifact()
+        try await admin.prepareHardhatModel()
     }
 
     override func tearDown() async throws {

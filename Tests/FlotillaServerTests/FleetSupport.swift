@@ -90,6 +90,14 @@ let sampleArtifact = String(repeating: "hard-hat detector weights v1.4\n", count
 let sampleSHA = hexString(Secrets.sha256(sampleArtifact.utf8))
 
 extension APIClient {
+    /// What deployment tests start from: flow hardhat-model v1, group site-berlin, the sample artifact.
+    func prepareHardhatModel() async throws {
+        let version = try await applyFlowFile("hardhat-model.yaml")
+        XCTAssertEqual(version, 1)
+        expect(try await call("POST", "/api/v1/groups", #"{"name":"site-berlin"}"#), 201)
+        try await uploadSampleArtifact()
+    }
+
     /// Uploads `sampleArtifact` to the artifact store, as a pipeline does before deploying.
     func uploadSampleArtifact() async throws {
         let response = try await call("POST", "/api/v1/artifacts?name=model.zip", sampleArtifact)

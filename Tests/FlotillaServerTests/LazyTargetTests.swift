@@ -12,10 +12,7 @@ final class LazyTargetTests: XCTestCase {
     override func setUp() async throws {
         server = try APIServer()
         admin = APIClient(port: server.port, token: server.adminToken, wire: .h1)
-        let v1 = try await admin.applyFlowFile("hardhat-model.yaml")
-        XCTAssertEqual(v1, 1)
-        expect(try await admin.call("POST", "/api/v1/groups", #"{"name":"site-berlin"}"#), 201)
-        try await admin.uploadSampleArtifact()
+        try await admin.prepareHardhatModel()
     }
 
     override func tearDown() async throws {
