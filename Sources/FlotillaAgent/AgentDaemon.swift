@@ -25,7 +25,7 @@ final class AgentDaemon: @unchecked Sendable {
     private var client: HTTP2Client?
     private var backoff = 1.0
     /// What makes a manifest believable (ManifestTrust.swift); set before the first poll.
-    private var trust: ManifestTrust?
+    var trust: ManifestTrust?
     /// After a failed delivery, reports just wait in the outbox until this time, so work on
     /// the device never stalls on connect timeouts.
     private var deliveryRetryAt: Date?
@@ -77,31 +77,6 @@ final class AgentDaemon: @unchecked Sendable {
                 }
             } catch {
                 log("server unreachable: \(error)")
-                await dropConnection()
-                await pause()
-            }
-        }
-    }
-
-    /// The pinned manifest key (ManifestTrust.swift); retried until the server can be asked.
-    private func loadTrust() async {
-        while trust == nil {
-            do {
-                let (loaded, how) = try await ManifestTrust.load(root: files.root, configured: config.signingKey) {
-                    let response = try await connection().send(ClientRequest(path: "/api/v1/agent/signing-key"), timeout: .seconds(30))
-                    guard response.status == 200, let text = try JSON.parse(response.body).objectValue?["public_key"]?.stringValue,
-                          let key = Base64URL.decode(text), key.count == 32 else {
-                        throw AgentError.io("GET /api/v1/agent/signing-key answered \(response.status)")
-                    }
-                    return key
-                }
-                trust = loaded
-                log(how)
-            } catch let error as AgentError {
-                log("cannot pin the manifest key: \(error)")
-                await pause()
-            } catch {
-                log("cannot fetch the manifest key: \(error)")
                 await dropConnection()
                 await pause()
             }
@@ -270,7 +245,7 @@ final class AgentDaemon: @unchecked Sendable {
 
     // MARK: - Network
 
-    private func connection() async throws -> HTTP2Client {
+    func connection() async throws -> HTTP2Client {
         if let client { return client }
         let fresh = try await HTTP2Client.connect(to: config.server, tls: TLSClientConfiguration(trustedCAPath: config.caFile),
                                                   timeout: .seconds(10), maxResponseBytes: 64 << 20)
@@ -278,7 +253,7 @@ final class AgentDaemon: @unchecked Sendable {
         return fresh
     }
 
-    private func dropConnection() async {
+    func dropConnection() async {
         await client?.close()
         client = nil
     }
@@ -328,7 +303,7 @@ final class AgentDaemon: @unchecked Sendable {
     }
 
     /// Exponential backoff with jitter while the server cannot be reached: never a tight loop.
-    private func pause() async {
+    func pause() async {
         try? await Task.sleep(for: .seconds(backoff * Double.random(in: 0.5...1.5)))
         backoff = min(backoff * 2, config.pollMaximum)
     }

@@ -1,0 +1,32 @@
+// Pinning the server's manifest key before the first poll (see ManifestTrust.swift): kept
+// apart from the executor in AgentDaemon.swift, which only consults `trust`.
+
+import FlotillaJSON
+import FlotillaTransport
+
+extension AgentDaemon {
+    /// The pinned manifest key (ManifestTrust.swift); retried until the server can be asked.
+    func loadTrust() async {
+        while trust == nil {
+            do {
+                let (loaded, how) = try await ManifestTrust.load(root: files.root, configured: config.signingKey) {
+                    let response = try await connection().send(ClientRequest(path: "/api/v1/agent/signing-key"), timeout: .seconds(30))
+                    guard response.status == 200, let text = try JSON.parse(response.body).objectValue?["public_key"]?.stringValue,
+                          let key = Base64URL.decode(text), key.count == 32 else {
+                        throw AgentError.io("GET /api/v1/agent/signing-key answered \(response.status)")
+                    }
+                    return key
+                }
+                trust = loaded
+                log(how)
+            } catch let error as AgentError {
+                log("cannot pin the manifest key: \(error)")
+                await pause()
+            } catch {
+                log("cannot fetch the manifest key: \(error)")
+                await dropConnection()
+                await pause()
+            }
+        }
+    }
+}
