@@ -41,6 +41,9 @@ final class AgentDaemon: @unchecked Sendable {
 
     func run() async throws {
         log("flotilla-agent \(FlotillaVersion.current) starting; state in \(config.stateDirectory); phase \(machine.journal.objectValue?["phase"]?.stringValue ?? "?")")
+        // A key pinned on disk is loaded before resuming, so an execution finished during the
+        // resume is remembered as finished; only an unpinned key waits for the network.
+        trust = try? await ManifestTrust.load(root: files.root, configured: config.signingKey) { throw AgentError.io("not pinned yet") }.0
         await perform(machine.started())
         await heartbeat()
         await loadTrust()
