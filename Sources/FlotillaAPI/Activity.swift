@@ -56,24 +56,21 @@ extension ManagementAPI {
             let limit = query.limit()
             try query.finish()
             let now = Timestamp(engine.clock.now())
-            let results = try await db.withConnection { conn in
+            let found = try await db.withConnection { conn -> PGRows? in
+                guard let row = try conn.query("SELECT d.id::text FROM devices d WHERE \(Self.deviceMatch(ident))").first else { return nil }
+                let device = try row.decode(String.self)
                 // Deployments made since the device last polled are listed as the poll will see them.
-                if let id = try conn.query("SELECT d.id::text FROM devices d WHERE \(Self.deviceMatch(ident))").first {
-                    _ = try conn.query(Self.materialize(try id.decode(String.self), at: now))
-                }
-                return try conn.pipeline([
-                    "SELECT 1 FROM devices d WHERE \(Self.deviceMatch(ident))",
-                    """
+                _ = try conn.query(Self.materialize(device, at: now))
+                return try conn.query("""
                     SELECT \(unsafe: Self.executionColumns), e.deployment_id::text AS deployment_id, d.app AS app,
                            d.app_version AS app_version, e.created_at AS created_at
                     FROM executions e JOIN devices dv ON dv.id = e.device_id JOIN deployments d ON d.id = e.deployment_id
-                    WHERE e.device_id = (SELECT d.id FROM devices d WHERE \(Self.deviceMatch(ident)))
+                    WHERE e.device_id = \(device)::uuid
                     ORDER BY e.created_at DESC, e.id DESC LIMIT \(limit)
-                    """,
-                ])
+                    """)
             }
-            guard !results[0].isEmpty else { throw APIError.notFound("no device '\(ident)'") }
-            let items = try results[1].map { row -> JSON in
+            guard let rows = found else { throw APIError.notFound("no device '\(ident)'") }
+            let items = try rows.map { row -> JSON in
                 var fields = try Self.executionJSON(row).objectValue ?? [:]
                 for name in ["deployment_id", "app", "app_version"] { fields[name] = .string(try row.decode(String.self, column: name)) }
                 fields["created_at"] = .string(try row.decode(Timestamp.self, column: "created_at").rfc3339)

@@ -199,17 +199,14 @@ extension ManagementAPI {
     /// no execution id; queued, or canceled when the deployment was canceled or a newer
     /// deployment of the same app targets the device (named in the failure, as a poll would).
     static func pendingTargets(of deployment: String) -> SQL {
-        let canceled = ExecutionEngine.failureJSON(.canceledBeforeStart).serialized
-        let superseded = Failure.superseded(by: "")
-        return """
+        """
             SELECT NULL::text, t.device_id::text, dv.name,
                    CASE WHEN d.canceled_at IS NOT NULL OR s.id IS NOT NULL THEN 'canceled' ELSE 'queued' END,
                    0, d.steps -> 0 ->> 'name', 0, 0::bigint,
                    (SELECT coalesce(iv.known_good, iv.version) FROM installed_versions iv WHERE iv.device_id = t.device_id AND iv.app = d.app),
                    NULL::timestamptz,
-                   CASE WHEN d.canceled_at IS NOT NULL THEN \(JSONText(canceled))::jsonb
-                        WHEN s.id IS NOT NULL THEN jsonb_build_object('cause', \(superseded.cause.rawValue)::text,
-                            'message', \(superseded.message)::text || s.id::text, 'step', NULL, 'exit_code', NULL, 'log_tail', NULL) END,
+                   CASE WHEN d.canceled_at IS NOT NULL THEN \(ExecutionEngine.canceledBeforeStartSQL)
+                        WHEN s.id IS NOT NULL THEN \(ExecutionEngine.supersededFailureSQL(column: "s.id")) END,
                    NULL::jsonb, NULL::jsonb, NULL::timestamptz, d.created_at, NULL::timestamptz
             FROM deployment_targets t JOIN devices dv ON dv.id = t.device_id JOIN deployments d ON d.id = t.deployment_id
             LEFT JOIN LATERAL (SELECT n.id FROM deployment_targets nt JOIN deployments n ON n.id = nt.deployment_id

@@ -46,9 +46,7 @@ extension ManagementAPI {
     /// every other becomes canceled, superseded by that newest one, with its event. A target
     /// that cannot become an execution yet (a queued one of the app already exists) stays.
     static func materialize(_ device: String, at now: Timestamp) -> SQL {
-        let canceled = ExecutionEngine.failureJSON(.canceledBeforeStart).serialized
-        let superseded = Failure.superseded(by: "")
-        return """
+        """
             WITH p AS (
                 SELECT d.id, d.app, d.canceled_at, first_value(d.id) OVER w AS newest, row_number() OVER w AS rank
                 FROM deployment_targets t JOIN deployments d ON d.id = t.deployment_id
@@ -59,9 +57,8 @@ extension ManagementAPI {
                 SELECT p.id, \(device)::uuid, p.app, CASE WHEN p.rank = 1 AND p.canceled_at IS NULL THEN 'queued' ELSE 'canceled' END,
                        (SELECT coalesce(iv.known_good, iv.version) FROM installed_versions iv
                         WHERE iv.device_id = \(device)::uuid AND iv.app = p.app),
-                       CASE WHEN p.rank > 1 THEN jsonb_build_object('cause', \(superseded.cause.rawValue)::text,
-                                'message', \(superseded.message)::text || p.newest::text, 'step', NULL, 'exit_code', NULL, 'log_tail', NULL)
-                            WHEN p.canceled_at IS NOT NULL THEN \(JSONText(canceled))::jsonb END,
+                       CASE WHEN p.rank > 1 THEN \(ExecutionEngine.supersededFailureSQL(column: "p.newest"))
+                            WHEN p.canceled_at IS NOT NULL THEN \(ExecutionEngine.canceledBeforeStartSQL) END,
                        \(now)::timestamptz, \(now)::timestamptz,
                        CASE WHEN p.rank > 1 OR p.canceled_at IS NOT NULL THEN \(now)::timestamptz END
                 FROM p

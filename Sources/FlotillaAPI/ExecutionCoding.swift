@@ -31,6 +31,19 @@ extension ExecutionEngine {
         ])
     }
 
+    /// `failureJSON(.superseded(by:))` built by PostgreSQL, for the deployment id in `column`
+    /// (targets superseded before they became executions; see 0006).
+    static func supersededFailureSQL(column: String) -> SQL {
+        let superseded = Failure.superseded(by: "")
+        return """
+            jsonb_build_object('cause', \(superseded.cause.rawValue)::text, 'message', \(superseded.message)::text || \(unsafe: column)::text,
+                               'step', NULL, 'exit_code', NULL, 'log_tail', NULL)
+            """
+    }
+
+    /// `failureJSON(.canceledBeforeStart)` as a jsonb parameter.
+    static var canceledBeforeStartSQL: SQL { "\(JSONText(failureJSON(.canceledBeforeStart).serialized))::jsonb" }
+
     static func decodeFailure(_ text: String) throws -> Failure {
         let value = try JSON.parse(Array(text.utf8))
         guard let cause = value.objectValue?["cause"]?.stringValue.flatMap(Failure.Cause.init(rawValue:)) else {

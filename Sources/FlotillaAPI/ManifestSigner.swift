@@ -28,7 +28,7 @@ public struct ManifestSigner: Sendable {
 
     public var keyID: String { Ed25519.keyID(key.publicKey) }
 
-    /// `GET /api/v1/agent/signing-key`: what agents pin (also handed out at enrollment).
+    /// `GET /api/v1/agent/signing-key`: what agents pin (configured, or fetched on first start).
     var publicKeyJSON: JSON {
         .fields([("alg", .string("ed25519")), ("key_id", .string(keyID)), ("public_key", .string(Base64URL.encode(key.publicKey)))])
     }

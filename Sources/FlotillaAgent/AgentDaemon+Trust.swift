@@ -6,10 +6,13 @@ import FlotillaTransport
 
 extension AgentDaemon {
     /// The pinned manifest key (ManifestTrust.swift); retried until the server can be asked.
-    func loadTrust() async {
+    /// `offline`: only a configured or already pinned key, without the network — what resuming
+    /// an execution at start needs, so that one finishing then is remembered as finished.
+    func loadTrust(offline: Bool = false) async {
         while trust == nil {
             do {
                 let (loaded, how) = try await ManifestTrust.load(root: files.root, configured: config.signingKey) {
+                    if offline { throw CancellationError() }
                     let response = try await connection().send(ClientRequest(path: "/api/v1/agent/signing-key"), timeout: .seconds(30))
                     guard response.status == 200, let text = try JSON.parse(response.body).objectValue?["public_key"]?.stringValue,
                           let key = Base64URL.decode(text), key.count == 32 else {
@@ -19,6 +22,8 @@ extension AgentDaemon {
                 }
                 trust = loaded
                 log(how)
+            } catch where offline {
+                return  // not pinned yet: the online call after the resume fetches it
             } catch let error as AgentError {
                 log("cannot pin the manifest key: \(error)")
                 await pause()

@@ -41,9 +41,7 @@ final class AgentDaemon: @unchecked Sendable {
 
     func run() async throws {
         log("flotilla-agent \(FlotillaVersion.current) starting; state in \(config.stateDirectory); phase \(machine.journal.objectValue?["phase"]?.stringValue ?? "?")")
-        // A key pinned on disk is loaded before resuming, so an execution finished during the
-        // resume is remembered as finished; only an unpinned key waits for the network.
-        trust = try? await ManifestTrust.load(root: files.root, configured: config.signingKey) { throw AgentError.io("not pinned yet") }.0
+        await loadTrust(offline: true)
         await perform(machine.started())
         await heartbeat()
         await loadTrust()
@@ -197,7 +195,7 @@ final class AgentDaemon: @unchecked Sendable {
                 ("outcome", .string(outcome.rawValue)), ("app", .string(app)), ("version", .string(version)),
                 ("execution", manifest.objectValue?["id"] ?? .null), ("at", .string(ISO8601DateFormatter().string(from: Date()))),
             ]), to: files.root + "/last-result.json")
-            if let id = manifest.objectValue?["id"]?.stringValue { try? trust?.finished(id) }  // never again, even if replayed
+            if let id = manifest.objectValue?["id"]?.stringValue { try? trust?.markFinished(id) }  // never again, even if replayed
             try? AgentFiles.remove(files.manifestPath)
             manifest = .object([:])
             await heartbeat()

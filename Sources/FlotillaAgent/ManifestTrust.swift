@@ -78,7 +78,7 @@ struct ManifestTrust {
         try save()
     }
 
-    mutating func finished(_ execution: String) throws {
+    mutating func markFinished(_ execution: String) throws {
         finished = Array((finished + [execution]).suffix(Self.remembered))
         try save()
     }

@@ -13,9 +13,7 @@ final class ActivityTests: XCTestCase {
     override func setUp() async throws {
         server = try APIServer()
         admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
-        _ = try await admin.applyFlowFile("hardhat-model.yaml")
-        expect(try await admin.call("POST", "/api/v1/groups", #"{"name":"site-berlin"}"#), 201)
-        try await admin.uploadSampleArtifact()
+        try await admin.prepareHardhatModel()
     }
 
     override func tearDown() async throws {
