@@ -12,7 +12,8 @@ struct DeploymentTarget {
     var selector: [String: String]?
     var json: JSON = .object([:])
 
-    /// A condition on `devices d`.
+    /// A condition on `devices d`. Only accepted devices are targeted (DeviceAdmission):
+    /// a pending or rejected one must not receive work, even if it is in the group.
     var condition: SQL {
         var parts: [SQL] = []
         if !groups.isEmpty {
@@ -27,7 +28,7 @@ struct DeploymentTarget {
         if let selector {
             parts.append("d.labels @> \(JSONText(JSON.object(selector.mapValues(JSON.string)).serialized))::jsonb")
         }
-        return parts.isEmpty ? "false" : "(" + SQL.join(parts, separator: " OR ") + ")"
+        return parts.isEmpty ? "false" : "(d.status = 'accepted' AND (" + SQL.join(parts, separator: " OR ") + "))"
     }
 }
 

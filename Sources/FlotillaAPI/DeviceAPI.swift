@@ -54,10 +54,27 @@ extension ManagementAPI {
         let hash = Secrets.sha256(parts[1].utf8)
         if let cached = deviceTokens.lookup(hash) { return cached }
         let generation = deviceTokens.currentGeneration()
-        guard let row = try await db.query("SELECT id::text, token_hash FROM devices WHERE token_hash = \(Bytea(hash))").first,
+        guard let row = try await db.query("""
+                SELECT id::text, token_hash, status, token_revoked_at IS NOT NULL AS revoked FROM devices WHERE token_hash = \(Bytea(hash))
+                """).first,
               Secrets.constantTimeEquals(try row.decode(Bytea.self, column: "token_hash").bytes, hash) else {
-            throw HTTPError(401, code: "invalid_token", message: "the device token is unknown (was the device deleted?)",
+            throw HTTPError(401, code: "invalid_token", message: "the device token is unknown (was it rotated, or the device deleted?)",
                             headers: ["www-authenticate": #"Bearer error="invalid_token""#])
+        }
+        // Only an accepted device with a live token gets through, and only that is cached:
+        // any change of these flushes the cache everywhere (DeviceAccess.swift).
+        if try row.decode(Bool.self, column: "revoked") {
+            throw HTTPError(401, code: "token_revoked", message: "this device token was revoked; an operator must rotate it",
+                            headers: ["www-authenticate": #"Bearer error="invalid_token""#])
+        }
+        switch AdmissionState(rawValue: try row.decode(String.self, column: "status")) {
+        case .accepted?:
+            break
+        case .pending?:
+            throw HTTPError(403, code: "device_pending", message: "the device is waiting for an operator to accept it",
+                            headers: ["retry-after": "60"])
+        case .rejected?, .preauthorized?, nil:
+            throw HTTPError(403, code: "device_rejected", message: "the device was rejected by an operator")
         }
         let caller = DeviceCaller(id: try row.decode(String.self, column: "id"), tokenHash: hash)
         deviceTokens.store(hash, caller, generation: generation)

@@ -17,15 +17,18 @@ extension ManagementAPI {
         coalesce((SELECT jsonb_object_agg(i.app, i.known_good) FROM installed_versions i
                   WHERE i.device_id = d.id AND i.known_good IS NOT NULL), '{}'),
         coalesce((SELECT jsonb_agg(g.name ORDER BY g.name) FROM group_members m JOIN groups g ON g.id = m.group_id
-                  WHERE m.device_id = d.id), '[]')
+                  WHERE m.device_id = d.id), '[]'),
+        d.status, d.token_revoked_at
         """
 
     static func deviceJSON(_ row: PGRow) throws -> JSON {
-        let (id, name, labels, attributes, created, updated, seen, version, installed, knownGood, groups) = try row.decode(
+        let (id, name, labels, attributes, created, updated, seen, version, installed, knownGood, groups, status, revoked) = try row.decode(
             String.self, String.self, JSONText.self, JSONText.self, Timestamp.self, Timestamp.self, Timestamp?.self,
-            Int.self, JSONText.self, JSONText.self, JSONText.self)
+            Int.self, JSONText.self, JSONText.self, JSONText.self, String.self, Timestamp?.self)
         return .fields([
-            ("id", .string(id)), ("name", .string(name)), ("labels", .raw(labels.text)), ("attributes", .raw(attributes.text)),
+            ("id", .string(id)), ("name", .string(name)), ("status", .string(status)),
+            ("token_revoked_at", revoked.map { .string($0.rfc3339) } ?? .null),
+            ("labels", .raw(labels.text)), ("attributes", .raw(attributes.text)),
             ("groups", .raw(groups.text)), ("installed", .raw(installed.text)),
             ("known_good", .raw(knownGood.text)),
             ("created_at", .string(created.rfc3339)), ("updated_at", .string(updated.rfc3339)),
@@ -45,6 +48,9 @@ extension ManagementAPI {
             let labels = body.labels("labels") ?? [:]
             let attributes = body.attributes("attributes")
             let groups = body.stringArray("groups") ?? []
+            // Pre-authorized: the device gets its token when it enrolls (Enrollment.swift), and
+            // is accepted then even if the enrollment token asks for approval.
+            let preauthorized = body.bool("preauthorize") ?? false
             try body.finish()
             let token = Secrets.newToken(prefix: "flt_d_")
             let labelsJSON = JSON.object(labels.mapValues(JSON.string)).serialized
@@ -63,9 +69,9 @@ extension ManagementAPI {
                 return try conflictOnDuplicate("a device named '\(name!)' exists already") {
                     try conn.pipeline([
                         """
-                        INSERT INTO devices (name, labels, attributes, token_hash)
+                        INSERT INTO devices (name, labels, attributes, token_hash, status)
                         VALUES (\(name!), \(JSONText(labelsJSON))::jsonb, \(JSONText(attributes ?? "{}"))::jsonb,
-                                \(Bytea(Secrets.sha256(token.utf8))))
+                                \(Bytea(Secrets.sha256(token.utf8))), \(preauthorized ? "preauthorized" : "accepted"))
                         """,
                         """
                         INSERT INTO group_members (group_id, device_id)
@@ -76,12 +82,13 @@ extension ManagementAPI {
                     ])[2][0]
                 }
             }
-            return .json(201, JSON.object(["device": try Self.deviceJSON(row), "device_token": .string(token)]).serialized)
+            // A pre-authorized device's token is never shown: nobody holds it, enrolling replaces it.
+            return .json(201, JSON.object(["device": try Self.deviceJSON(row), "device_token": preauthorized ? .null : .string(token)]).serialized)
         }
 
         route(&router, "GET", "/api/v1/devices", role: .viewer) { request, _ in
             var query = try QueryReader(request, allowed: ["group", "selector", "name_prefix", "last_seen_before",
-                                                           "last_seen_after", "state", "limit", "cursor"])
+                                                           "last_seen_after", "state", "status", "limit", "cursor"])
             var filters: [SQL] = []
             // `state`: devices whose latest execution (of any app) is in that state. A target of
             // a live deployment not handed out yet (see 0006) is the latest, and queued.
@@ -104,6 +111,12 @@ extension ManagementAPI {
             }
             if let text = query["selector"], let selector = query.labelSelector(text) {
                 filters.append("d.labels @> \(JSONText(JSON.object(selector.mapValues(JSON.string)).serialized))::jsonb")
+            }
+            if let status = query["status"] {
+                if AdmissionState(rawValue: status) == nil {
+                    query.problem("status", "must be one of \(AdmissionState.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                filters.append("d.status = \(status)")
             }
             if let prefix = query["name_prefix"] { filters.append("starts_with(d.name, \(prefix))") }
             if let before = query.timestamp("last_seen_before") { filters.append("d.last_seen_at < \(before)") }

@@ -74,6 +74,12 @@ struct BodyReader {
         return text
     }
 
+    mutating func bool(_ key: String) -> Bool? {
+        guard let value = value(key, required: false) else { return nil }
+        guard case .bool(let flag) = value else { problem(key, "must be true or false, got \(value.kindName)"); return nil }
+        return flag
+    }
+
     mutating func object(_ key: String, required: Bool = false) -> [String: JSON]? {
         guard let value = value(key, required: required) else { return nil }
         guard let object = value.objectValue else { problem(key, "must be an object, got \(value.kindName)"); return nil }

@@ -75,6 +75,8 @@ public struct ManagementAPI: Sendable {
     public func register(on router: inout Router) {
         registerTokenRoutes(on: &router)
         registerDeviceRoutes(on: &router)
+        registerDeviceAccessRoutes(on: &router)
+        registerEnrollmentRoutes(on: &router)
         registerGroupRoutes(on: &router)
         registerFlowRoutes(on: &router)
         registerDeploymentRoutes(on: &router)

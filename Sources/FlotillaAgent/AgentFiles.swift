@@ -38,7 +38,11 @@ struct AgentFiles: Sendable {
     // MARK: - Atomic JSON files
 
     static func writeAtomically(_ value: JSON, to path: String) throws {
-        let bytes = Array(value.serialized.utf8)
+        try writeAtomically(bytes: Array(value.serialized.utf8), to: path)
+    }
+
+    /// Temp file (mode 0600), fsync, rename, fsync of the directory.
+    static func writeAtomically(bytes: [UInt8], to path: String) throws {
         let temporary = path + ".tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw AgentError.io("cannot write \(temporary): \(String(cString: strerror(errno)))") }

@@ -28,7 +28,7 @@ public struct Flotilla: AsyncParsableCommand {
         version: FlotillaVersion.current,
         subcommands: [
             Login.self, Devices.self, Groups.self, Flows.self, Artifacts.self, Deploy.self, Deployments.self,
-            Tokens.self, Events.self, Audit.self,
+            Tokens.self, EnrollmentTokens.self, Events.self, Audit.self,
         ])
 
     public init() {}

@@ -1,12 +1,13 @@
-// `flotilla devices list|show|label|delete`.
+// `flotilla devices list|show|label|delete` (register, accept, reject, revoke-token and rotate-token are in
+// EnrollmentCommands.swift).
 
 import ArgumentParser
 import FlotillaJSON
 
 struct Devices: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "List, inspect, label and delete devices.",
-        subcommands: [List.self, Show.self, Label.self, Delete.self])
+        abstract: "List, inspect, label, register, admit and delete devices.",
+        subcommands: [List.self, Show.self, Label.self, Register.self, Accept.self, Reject.self, RevokeToken.self, RotateToken.self, Delete.self])
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List devices by name, with filters.")
@@ -16,13 +17,14 @@ struct Devices: AsyncParsableCommand {
         @Option(help: "Only members of this group.") var group: String?
         @Option(help: ArgumentHelp("Label selector k=v[,k=v…]; every pair must match.", valueName: "k=v")) var selector: [String] = []
         @Option(help: "Only devices whose latest execution is in this state (e.g. rolled_back).") var state: String?
+        @Option(help: "Only devices with this admission status: pending, accepted, rejected or preauthorized.") var status: String?
         @Option(name: .customLong("name-prefix"), help: "Only names starting with this.") var namePrefix: String?
         @Option(name: .customLong("seen-before"), help: ArgumentHelp("Last seen before this RFC 3339 time.", valueName: "time")) var seenBefore: String?
         @Option(name: .customLong("seen-after"), help: ArgumentHelp("Last seen after this RFC 3339 time.", valueName: "time")) var seenAfter: String?
 
         func run() async throws {
             let path = query("/api/v1/devices", [
-                ("group", group), ("selector", try selectorText(selector)), ("state", state), ("name_prefix", namePrefix),
+                ("group", group), ("selector", try selectorText(selector)), ("state", state), ("status", status), ("name_prefix", namePrefix),
                 ("last_seen_before", seenBefore), ("last_seen_after", seenAfter),
             ])
             let items = try await withSession(connection) { try await paging.fetch($0, path) }
