@@ -29,7 +29,7 @@ public struct ArtifactStore: Sendable {
 
 extension ManagementAPI {
     func registerArtifactRoutes(on router: inout Router) {
-        route(&router, "POST", "/api/v1/artifacts", role: .admin, streamingLimit: artifacts.maxBytes) { request, _ in
+        route(&router, "POST", "/api/v1/artifacts", role: .deployer, streamingLimit: artifacts.maxBytes) { request, _ in
             var query = try QueryReader(request, allowed: ["name"])
             let name = query["name"] ?? "artifact"
             if name.utf8.count > 255 || name.contains("/") || name.unicodeScalars.contains(where: { $0.value < 32 || $0.value == 127 }) {

@@ -13,7 +13,7 @@ import FlotillaTransport
 
 extension ManagementAPI {
     func registerDeploymentRoutes(on router: inout Router) {
-        route(&router, "POST", "/api/v1/deployments", role: .admin) { request, _ in
+        route(&router, "POST", "/api/v1/deployments", role: .deployer) { request, caller in
             let key = try Self.idempotencyKey(request)
             let digest = Secrets.sha256(request.body)
             var body = try BodyReader(request)
@@ -25,6 +25,7 @@ extension ManagementAPI {
             let flow = Self.readFlowReference(flowSpec, problems: &problems)
             let target = Self.readTarget(targetSpec, problems: &problems)
             if !problems.isEmpty { throw APIError.invalid(problems) }
+            try caller.checkScope(flow: flow.name, groups: target.groups, devices: target.devices, selector: target.selector != nil)
 
             if let key, let replay = try await replayIdempotent(key: key, digest: digest) { return replay }
             guard let flowRow = try await db.query("""
@@ -168,9 +169,19 @@ extension ManagementAPI {
             return try page(try rows.map(Self.executionJSON), limit: limit) { try rows[$0].decode(String.self, column: "name") }
         }
 
-        route(&router, "POST", "/api/v1/deployments/{id}/cancel", role: .admin) { request, _ in
+        route(&router, "POST", "/api/v1/deployments/{id}/cancel", role: .deployer) { request, caller in
             let id = request.pathParameters["id"]!
             guard isUUID(id) else { throw APIError.notFound("no deployment '\(id)'") }
+            if caller.scope.isRestricted {
+                // A scoped token may cancel only what it could have created.
+                guard let row = try await db.query("SELECT flow_name, target FROM deployments WHERE id = \(id)::uuid").first else {
+                    throw APIError.notFound("no deployment '\(id)'")
+                }
+                let (flow, spec) = try row.decode(String.self, JSONText.self)
+                var ignored: [Problem] = []
+                let target = Self.readTarget(try JSON.parse(Array(spec.text.utf8)).objectValue, problems: &ignored)
+                try caller.checkScope(flow: flow, groups: target.groups, devices: target.devices, selector: target.selector != nil)
+            }
             let now = Timestamp(engine.clock.now())
             let canceled = Failure.canceledBeforeStart
             let (queued, inFlight) = try await db.transaction { conn -> (Int, [String]) in

@@ -49,8 +49,11 @@ extension ManagementAPI {
     }
 
     func registerFlowRoutes(on router: inout Router) {
-        route(&router, "POST", "/api/v1/flows", role: .admin) { request, _ in
+        route(&router, "POST", "/api/v1/flows", role: .deployer) { request, caller in
             let flow = try Self.parseFlow(try parseBody(request))
+            if !caller.scope.allowsFlow(flow.name) {
+                throw HTTPError(403, code: "out_of_scope", message: "this token may apply only flows matching \(caller.scope.flows!.joined(separator: ", "))")
+            }
             let (json, created) = try await db.withConnection { try Self.applyFlow($0, flow) }
             return .json(created ? 201 : 200, JSON.fields([("flow", json), ("created", .bool(created))]).serialized)
         }

@@ -80,6 +80,16 @@ struct BodyReader {
         return flag
     }
 
+    /// A token scope: 1 to 50 glob patterns of 1 to 100 characters.
+    mutating func patterns(_ key: String) -> [String]? {
+        guard let items = stringArray(key, maxCount: 50) else { return nil }
+        if items.isEmpty || items.contains(where: { !(1...100).contains($0.count) }) {
+            problem(key, "must hold 1 to 50 patterns of 1 to 100 characters (`*` and `?` are wildcards)")
+            return nil
+        }
+        return items
+    }
+
     mutating func object(_ key: String, required: Bool = false) -> [String: JSON]? {
         guard let value = value(key, required: required) else { return nil }
         guard let object = value.objectValue else { problem(key, "must be an object, got \(value.kindName)"); return nil }

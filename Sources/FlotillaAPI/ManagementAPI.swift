@@ -26,6 +26,9 @@ public struct ManagementAPI: Sendable {
     let engine: ExecutionEngine
     let artifacts: ArtifactStore
     public let signer: ManifestSigner
+    /// Every management route and the role it needs, as registered (the role matrix test
+    /// and the OpenAPI file's `x-role` are checked against it).
+    let routeRoles = RouteRoles()
     private let listener: PGListener?
 
     /// With `listen`, a PGListener on that database keeps the token cache honest across
@@ -92,6 +95,7 @@ public struct ManagementAPI: Sendable {
     /// With `streamingLimit`, the body is not buffered: it streams in through `request.bodyStream`.
     func route(_ router: inout Router, _ method: String, _ pattern: String, role: Role, streamingLimit: Int? = nil,
                _ handler: @escaping Handler) {
+        routeRoles.add(method, pattern, role)
         // The role is checked after authentication, so a 403 is logged and audited under the
         // token that was refused (a 401 has no token to name).
         serve(&router, method, pattern, streamingLimit: streamingLimit, authenticate: { [self] request in
@@ -195,6 +199,17 @@ private func formatMillis(_ value: Double) -> String {
     let hundredths = Int((value * 100).rounded())
     let fraction = hundredths % 100
     return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
+}
+
+final class RouteRoles: Sendable {
+    private let entries = Mutex<[(method: String, pattern: String, role: Role)]>([])
+    func add(_ method: String, _ pattern: String, _ role: Role) { entries.withLock { $0.append((method, pattern, role)) } }
+    var all: [(method: String, pattern: String, role: Role)] { entries.withLock { $0 } }
+}
+
+extension ManagementAPI {
+    /// For tests: every management route and the role it needs.
+    public var routeRolesForTesting: [(method: String, pattern: String, role: Role)] { routeRoles.all }
 }
 
 /// Maps the constraint a unique violation names to a 409 message, or rethrows.

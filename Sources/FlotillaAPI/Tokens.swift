@@ -5,18 +5,23 @@
 // constant time. Verified tokens are cached for a few seconds (TokenCache); revoking
 // flushes that cache here at once and on every other replica through NOTIFY.
 //
-// Roles: `viewer` may read; `admin` may do everything.
+// Roles: `viewer` may read; `deployer` may also apply flows, upload artifacts and create
+// and cancel deployments, within its scope (FlotillaCore/TokenScope.swift: flow and group
+// globs); `admin` may do everything. A token may expire. `last_used_at` is written when a
+// request had to look the token up (a cache miss), at most once a minute, so it is exact
+// to about a minute and costs no write on the hot path.
 
+import FlotillaCore
 import FlotillaStore
 import FlotillaTransport
 
-enum Role: String, Sendable, CaseIterable {
-    case viewer, admin
+public enum Role: String, Sendable, CaseIterable {
+    case viewer, deployer, admin
 
-    func allows(_ needed: Role) -> Bool {
+    public func allows(_ needed: Role) -> Bool {
         switch (self, needed) {
-        case (.admin, _), (.viewer, .viewer): true
-        case (.viewer, .admin): false
+        case (.admin, _), (.deployer, .deployer), (.deployer, .viewer), (.viewer, .viewer): true
+        case (.deployer, .admin), (.viewer, .deployer), (.viewer, .admin): false
         }
     }
 }
@@ -24,6 +29,15 @@ enum Role: String, Sendable, CaseIterable {
 struct Caller: Sendable {
     let tokenID: String
     let role: Role
+    let scope: TokenScope
+    let expiresAt: Timestamp?
+
+    /// 403 unless deploying `flow` to this target is within the token's scope.
+    func checkScope(flow: String, groups: [String] = [], devices: [String] = [], selector: Bool = false) throws {
+        if let reason = scope.refusal(flow: flow, groups: groups, devices: devices, selector: selector) {
+            throw HTTPError(403, code: "out_of_scope", message: reason)
+        }
+    }
 }
 
 extension ManagementAPI {
@@ -38,18 +52,27 @@ extension ManagementAPI {
                             headers: ["www-authenticate": "Bearer"])
         }
         let hash = Secrets.sha256(parts[1].utf8)
-        if let cached = tokens.lookup(hash) { return cached }
+        let now = Timestamp(engine.clock.now())
+        if let cached = tokens.lookup(hash), cached.expiresAt.map({ now < $0 }) ?? true { return cached }
         let generation = tokens.currentGeneration()
+        // Looks the token up and notes its use, at most once a minute (one round trip).
         let found = try await db.query("""
-            SELECT id::text, role, secret_hash FROM api_tokens
-            WHERE secret_hash = \(Bytea(hash)) AND revoked_at IS NULL
-            """).first.map { try $0.decode(String.self, String.self, Bytea.self) }
-        guard let (id, roleName, stored) = found, Secrets.constantTimeEquals(stored.bytes, hash),
+            WITH t AS (SELECT id, role, secret_hash, flows, groups, expires_at FROM api_tokens
+                       WHERE secret_hash = \(Bytea(hash)) AND revoked_at IS NULL),
+            used AS (UPDATE api_tokens a SET last_used_at = \(now) FROM t
+                     WHERE a.id = t.id AND (a.last_used_at IS NULL OR a.last_used_at < \(now)::timestamptz - interval '1 minute'))
+            SELECT id::text, role, secret_hash, to_jsonb(flows), to_jsonb(groups), expires_at FROM t
+            """).first.map { try $0.decode(String.self, String.self, Bytea.self, JSONText?.self, JSONText?.self, Timestamp?.self) }
+        guard let (id, roleName, stored, flows, groups, expires) = found, Secrets.constantTimeEquals(stored.bytes, hash),
               let role = Role(rawValue: roleName) else {
             throw HTTPError(401, code: "invalid_token", message: "the API token is unknown or revoked",
                             headers: ["www-authenticate": #"Bearer error="invalid_token""#])
         }
-        let caller = Caller(tokenID: id, role: role)
+        if let expires, expires <= now {
+            throw HTTPError(401, code: "token_expired", message: "the API token expired at \(expires.rfc3339)",
+                            headers: ["www-authenticate": #"Bearer error="invalid_token""#])
+        }
+        let caller = Caller(tokenID: id, role: role, scope: TokenScope(flows: Self.strings(flows), groups: Self.strings(groups)), expiresAt: expires)
         tokens.store(hash, caller, generation: generation)
         return caller
     }
@@ -64,12 +87,19 @@ extension ManagementAPI {
             if roleName != nil, role == nil {
                 body.problem("role", "must be one of \(Role.allCases.map(\.rawValue).joined(separator: ", "))")
             }
+            let flows = body.patterns("flows"), groups = body.patterns("groups")
+            if role != .deployer, role != nil, flows != nil || groups != nil {
+                body.problem(flows != nil ? "flows" : "groups", "only a deployer token can be scoped")
+            }
+            let expiresIn = body.int("expires_in", range: 60...315_360_000)
             try body.finish()
             let secret = Secrets.newToken(prefix: "flt_a_")
+            let expires = expiresIn.map { Timestamp(engine.clock.now().adding(seconds: $0)) }
             let row = try await db.withConnection { [name, role] conn in
                 try conn.query("""
-                    INSERT INTO api_tokens (name, role, secret_hash)
-                    VALUES (\(name!), \(role!.rawValue), \(Bytea(Secrets.sha256(secret.utf8))))
+                    INSERT INTO api_tokens (name, role, secret_hash, flows, groups, expires_at)
+                    VALUES (\(name!), \(role!.rawValue), \(Bytea(Secrets.sha256(secret.utf8))), \(flows.map(PGTextArray.init))::text[],
+                            \(groups.map(PGTextArray.init))::text[], \(expires)::timestamptz)
                     RETURNING \(unsafe: Self.tokenColumns)
                     """)[0]
             }
@@ -114,12 +144,24 @@ extension ManagementAPI {
     }
 
     static let tokenLockKey = 0x466c_6f75
-    static let tokenColumns = "id::text, name, role, created_at, revoked_at"
+    static let tokenColumns = "id::text, name, role, created_at, revoked_at, to_jsonb(flows), to_jsonb(groups), expires_at, last_used_at"
+
+    /// A `to_jsonb(text[])` column: nil stays nil (unrestricted).
+    static func strings(_ column: JSONText?) -> [String]? {
+        column.flatMap { try? JSON.parse(Array($0.text.utf8)) }?.arrayValue?.compactMap(\.stringValue)
+    }
 
     static func tokenJSON(_ row: PGRow) throws -> JSON {
-        let (id, name, role, created, revoked) = try row.decode(String.self, String.self, String.self, Timestamp.self, Timestamp?.self)
-        return .object(["id": .string(id), "name": .string(name), "role": .string(role),
-                        "created_at": .string(created.rfc3339), "revoked_at": revoked.map { .string($0.rfc3339) } ?? .null])
+        let (id, name, role, created, revoked, flows, groups, expires, used) = try row.decode(
+            String.self, String.self, String.self, Timestamp.self, Timestamp?.self, JSONText?.self, JSONText?.self,
+            Timestamp?.self, Timestamp?.self)
+        func time(_ value: Timestamp?) -> JSON { value.map { .string($0.rfc3339) } ?? .null }
+        func list(_ value: JSONText?) -> JSON { strings(value).map { .array($0.map(JSON.string)) } ?? .null }
+        return .fields([
+            ("id", .string(id)), ("name", .string(name)), ("role", .string(role)), ("flows", list(flows)), ("groups", list(groups)),
+            ("created_at", .string(created.rfc3339)), ("expires_at", time(expires)), ("last_used_at", time(used)),
+            ("revoked_at", time(revoked)),
+        ])
     }
 
     /// On a database without any API token, creates the first admin token and returns its

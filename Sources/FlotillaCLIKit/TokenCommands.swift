@@ -14,12 +14,22 @@ struct Tokens: AsyncParsableCommand {
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
         @Argument(help: "A name saying who uses it (e.g. ci-pipeline).") var name: String
-        @Option(help: "admin or viewer.") var role: String = "viewer"
+        @Option(help: "viewer, deployer or admin.") var role: String = "viewer"
+        @Option(help: ArgumentHelp("Deployer only: a flow it may apply and deploy (glob, e.g. 'hardhat-*'); repeatable.", valueName: "glob"))
+        var flow: [String] = []
+        @Option(help: ArgumentHelp("Deployer only: a group it may deploy to (glob, e.g. 'site-*'); repeatable.", valueName: "glob"))
+        var group: [String] = []
+        @Option(name: .customLong("expires-in"), help: ArgumentHelp("Expire after 90s, 30m, 12h or 7d (default: never).", valueName: "duration"))
+        var expiresIn: String?
+
+        func validate() throws { _ = try expiresIn.map(seconds) }
 
         func run() async throws {
-            let created = try await withSession(connection) {
-                try await $0.call("POST", "/api/v1/tokens", .object(["name": .string(name), "role": .string(role)]))
-            }
+            var body: [String: JSON] = ["name": .string(name), "role": .string(role)]
+            if !flow.isEmpty { body["flows"] = .array(flow.map(JSON.string)) }
+            if !group.isEmpty { body["groups"] = .array(group.map(JSON.string)) }
+            if let expiresIn { body["expires_in"] = .int(try seconds(expiresIn)) }
+            let created = try await withSession(connection) { [body] in try await $0.call("POST", "/api/v1/tokens", .object(body)) }
             if output.json { emitJSON(created); return }
             emit("created \(created["token"]?["role"]?.stringValue ?? role) token \(created["token"]?["id"]?.stringValue ?? "?") (\(name))\n")
             emit("secret (shown once, store it now): \(created["secret"]?.stringValue ?? "?")\n")

@@ -142,10 +142,14 @@ enum Views {
     }
 
     static func tokens(_ items: [JSON], _ style: Style) -> String {
-        var table = Table(["ID", "NAME", "ROLE", "CREATED", "REVOKED"])
+        var table = Table(["ID", "NAME", "ROLE", "SCOPE", "LAST USED", "EXPIRES", "REVOKED"])
+        func time(_ value: JSON?) -> String { value?.stringValue == nil ? "-" : style.time(value) }
         for token in items {
+            let scope = [("flows", token["flows"]), ("groups", token["groups"])].compactMap { name, list in
+                list?.arrayValue.map { "\(name) " + $0.compactMap(\.stringValue).joined(separator: ",") }
+            }.joined(separator: "; ")
             table.add([token["id"]?.stringValue ?? "?", token["name"]?.stringValue ?? "?", token["role"]?.stringValue ?? "?",
-                       style.time(token["created_at"]), token["revoked_at"]?.stringValue == nil ? "-" : style.time(token["revoked_at"])])
+                       scope.isEmpty ? "-" : scope, time(token["last_used_at"]), time(token["expires_at"]), time(token["revoked_at"])])
         }
         return items.isEmpty ? "no tokens\n" : table.render(style)
     }
