@@ -16,7 +16,7 @@ source "$(dirname "$0")/common.sh"
 
 start() {  # name, log level, db driver → sets PORT and SERVER
   PORT=$(free_port)
-  $BIN --listen 127.0.0.1:$PORT --data-dir "$WORK/data" --log-level "$2" --db-driver "${3:-workers}" > "$WORK/$1.log" 2>&1 &
+  $BIN --listen 127.0.0.1:$PORT --data-dir "$WORK/data" $NO_LIMITS --log-level "$2" --db-driver "${3:-workers}" > "$WORK/$1.log" 2>&1 &
   SERVER=$!
   wait_port "$PORT"
 }

@@ -19,8 +19,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyou
 # Flotilla: default settings (one event loop per core). nghttpd: as many workers as cores.
 CORES=$(nproc)
 FP=$(free_port); FTP=$(free_port); NP=$(free_port); NTP=$(free_port)
-$BIN --listen 127.0.0.1:$FP --data-dir "$WORK/f-data" > "$WORK/f.log" 2>&1 & FPID=$!
-$BIN --listen 127.0.0.1:$FTP --data-dir "$WORK/ft-data" --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" > "$WORK/ft.log" 2>&1 & FTPID=$!
+$BIN --listen 127.0.0.1:$FP --data-dir "$WORK/f-data" $NO_LIMITS > "$WORK/f.log" 2>&1 & FPID=$!
+$BIN --listen 127.0.0.1:$FTP --data-dir "$WORK/ft-data" $NO_LIMITS --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" > "$WORK/ft.log" 2>&1 & FTPID=$!
 nghttpd --no-tls -n "$CORES" -d "$WORK" $NP > /dev/null 2>&1 & NPID=$!
 nghttpd -n "$CORES" -d "$WORK" $NTP "$WORK/key.pem" "$WORK/cert.pem" > /dev/null 2>&1 & NTPID=$!
 for p in $FP $FTP $NP $NTP; do wait_port $p; done

@@ -24,7 +24,7 @@ extension ManagementAPI {
     func deviceRoute(_ router: inout Router, _ method: String, _ pattern: String,
                      _ handler: @escaping @Sendable (HTTPRequest, DeviceCaller) async throws -> HTTPResponse) {
         serve(&router, method, pattern, authenticate: { [self] in try await authenticateDevice($0) },
-              logName: { "device:\($0.id)" }, handler)
+              logName: { "device:\($0.id)" }, limit: limits.device, handler)
     }
 
     /// `nextManifest`, except that a device known to be idle is answered from memory.

@@ -112,7 +112,7 @@ extension ManagementAPI {
         serve(&router, "POST", "/api/v1/agent/enroll", authenticate: { [self] (request: HTTPRequest) async throws -> EnrollmentCaller in
                   try await authenticateEnrollment(request)
               },
-              logName: { (caller: EnrollmentCaller) in caller.id }, audited: true) { [self] (request: HTTPRequest, caller: EnrollmentCaller) async throws -> HTTPResponse in
+              logName: { (caller: EnrollmentCaller) in caller.id }, limit: limits.enrollment, audited: true) { [self] (request: HTTPRequest, caller: EnrollmentCaller) async throws -> HTTPResponse in
             var body = try BodyReader(request)
             let name = body.validName("name", required: true)
             let labels = body.labels("labels") ?? [:]

@@ -7,6 +7,7 @@
 //   4. logs one structured line: request id, method, path, status, duration, token id.
 // Handlers see an authenticated `Caller` and a pool; they know nothing about sockets.
 
+import FlotillaCore
 import FlotillaStore
 import Synchronization
 import FlotillaTransport
@@ -29,13 +30,16 @@ public struct ManagementAPI: Sendable {
     /// Every management route and the role it needs, as registered (the role matrix test
     /// and the OpenAPI file's `x-role` are checked against it).
     let routeRoles = RouteRoles()
+    let limits: RateLimits
+    let limiter = RateLimiter()
     private let listener: PGListener?
 
     /// With `listen`, a PGListener on that database keeps the token cache honest across
     /// replicas (see TokenCache); without it, every request looks its token up.
     /// `signer`: the server's manifest-signing key; tests pass none and get a fresh one.
     public init(db: PGPool, logger: Logger, artifacts: ArtifactStore, listen: PGConnectionOptions? = nil,
-                clock: WallClock = .system, signer: ManifestSigner? = nil) throws {
+                clock: WallClock = .system, signer: ManifestSigner? = nil, limits: RateLimits = RateLimits()) throws {
+        self.limits = limits
         self.signer = try signer ?? ManifestSigner(key: .generate())
         self.db = db
         self.logger = logger
@@ -100,7 +104,7 @@ public struct ManagementAPI: Sendable {
         // token that was refused (a 401 has no token to name).
         serve(&router, method, pattern, streamingLimit: streamingLimit, authenticate: { [self] request in
             try await authenticate(request)
-        }, logName: { $0.tokenID }, audited: true) { request, caller in
+        }, logName: { $0.tokenID }, limit: limits.token, audited: true) { request, caller in
             guard caller.role.allows(role) else {
                 throw HTTPError(403, code: "forbidden", message: "this needs a token with the \(role.rawValue) role; yours is \(caller.role.rawValue)")
             }
@@ -108,10 +112,11 @@ public struct ManagementAPI: Sendable {
         }
     }
 
-    /// The one wrapper every API route runs in: authentication, error mapping, the request log.
+    /// The one wrapper every API route runs in: authentication, the caller's rate limit, error
+    /// mapping, the audit log and the request log.
     func serve<Who: Sendable>(_ router: inout Router, _ method: String, _ pattern: String, streamingLimit: Int? = nil,
                               authenticate: @escaping @Sendable (HTTPRequest) async throws -> Who,
-                              logName: @escaping @Sendable (Who) -> String, audited: Bool = false,
+                              logName: @escaping @Sendable (Who) -> String, limit: RateLimit, audited: Bool = false,
                               _ handler: @escaping @Sendable (HTTPRequest, Who) async throws -> HTTPResponse) {
         let wrapped: HTTPHandler = { [self] request in
             let started = monotonicNanos()
@@ -121,6 +126,10 @@ public struct ManagementAPI: Sendable {
             do {
                 let authenticated = try await authenticate(request)
                 caller = authenticated
+                if case .limited(let wait) = limiter.request(logName(authenticated), limit, at: RateLimiter.now()) {
+                    throw HTTPError(429, code: "rate_limited", message: "too many requests for this token; retry in \(wait) s",
+                                    headers: ["retry-after": String(wait)])
+                }
                 response = try await handler(request, authenticated)
             } catch let error as HTTPError {
                 response = error.response

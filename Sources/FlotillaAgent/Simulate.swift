@@ -10,6 +10,7 @@ import ArgumentParser
 import FlotillaJSON
 import FlotillaTransport
 import Foundation
+import Synchronization
 
 struct Simulate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -137,6 +138,20 @@ struct FailureRates: Sendable {
 struct Registrar {
     let client: HTTP2Client
     let token: String
+    private static let warned = Mutex(false)
+
+    /// Sends, waiting out 429s: a server with default limits lets one token register about
+    /// 50 devices a second (start it with `--rate-limit-token off` for big simulations).
+    func sendRetrying(_ request: ClientRequest) async throws -> ClientResponse {
+        while true {
+            let response = try await client.send(request)
+            guard response.status == 429 else { return response }
+            if !Self.warned.withLock({ let was = $0; $0 = true; return was }) {
+                FileHandle.standardError.write(Data("the server rate-limits this token (429); registering more slowly. For big simulations start it with --rate-limit-token off\n".utf8))
+            }
+            try await Task.sleep(for: .seconds(Double(response.headers["retry-after"] ?? "") ?? 1))
+        }
+    }
 
     func register(_ count: Int, prefix: String, group: String?, clients: [HTTP2Client]) async throws -> [VirtualDevice.Identity] {
         let auth: HTTPHeaders = ["authorization": "Bearer \(token)", "content-type": "application/json"]
@@ -154,8 +169,8 @@ struct Registrar {
                         var device: [String: JSON] = ["name": .string(name), "labels": .object(["simulated": .string("true")])]
                         if let group { device["groups"] = .array([.string(group)]) }
                         let body = JSON.object(device).serialized
-                        let response = try await client.send(ClientRequest(method: "POST", path: "/api/v1/devices", headers: auth,
-                                                                           body: .bytes(Array(body.utf8))))
+                        let response = try await sendRetrying(ClientRequest(method: "POST", path: "/api/v1/devices", headers: auth,
+                                                                            body: .bytes(Array(body.utf8))))
                         guard response.status == 201, let parsed = try? JSON.parse(response.body),
                               let secret = parsed.objectValue?["device_token"]?.stringValue else {
                             throw ValidationError("registering \(name): \(response.status) \(response.bodyText)")

@@ -80,6 +80,8 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup var database: DatabaseOptions
 
+    @OptionGroup var abuse: LimitOptions
+
     func validate() throws {
         guard (tlsCert == nil) == (tlsKey == nil) else {
             throw ValidationError("--tls-cert and --tls-key go together")
@@ -113,6 +115,7 @@ struct Serve: AsyncParsableCommand {
         limits.maxConcurrentStreams = maxConcurrentStreams
         limits.idleTimeout = .milliseconds(Int(idleTimeout * 1000))
         limits.requestHeadTimeout = .milliseconds(Int(headerTimeout * 1000))
+        limits.maxConnectionsPerAddress = abuse.maxConnectionsPerAddress
         let tls = tlsCert.map { TLSServerConfiguration(certificatePath: $0, privateKeyPath: tlsKey!) }
         // Installed first: a SIGTERM during start-up must still stop the embedded database.
         let signals = SignalWaiter(signals: [SIGTERM, SIGINT])
@@ -134,7 +137,7 @@ struct Serve: AsyncParsableCommand {
             let key = try loadOrCreateSigningKey(keyPath, log: say)
             management = try ManagementAPI(db: pool, logger: Logger(label: "flotilla.http"),
                                            artifacts: try ArtifactStore(directory: directory, maxBytes: maxArtifactSize),
-                                           listen: opened.options, signer: ManifestSigner(key: key))
+                                           listen: opened.options, signer: ManifestSigner(key: key), limits: try abuse.rateLimits())
         } catch {
             pool.close()
             opened.cluster?.stop()

@@ -34,6 +34,8 @@ public final class HTTPServer: @unchecked Sendable {
     private var acceptSource: (any DispatchSourceRead)?
     private let openConnections = AtomicCounter()
     private let acceptedConnections = AtomicCounter()
+    private let refusedConnections = AtomicCounter()
+    private let perAddress = AddressCounts()
     private var nextRegistry = 0
     public private(set) var localAddress: SocketAddress?
 
@@ -42,8 +44,8 @@ public final class HTTPServer: @unchecked Sendable {
         context = ServerContext(router: router, limits: configuration.limits)
         group = EventLoopGroup(loopCount: configuration.loopCount)
         tlsContext = try configuration.tls.map(TLSContext.server)
-        registries = group.loops.map { [context, openConnections] in
-            ConnectionRegistry(loop: $0, context: context, openCount: openConnections)
+        registries = group.loops.map { [context, openConnections, perAddress] in
+            ConnectionRegistry(loop: $0, context: context, openCount: openConnections, perAddress: perAddress)
         }
     }
 
@@ -55,6 +57,9 @@ public final class HTTPServer: @unchecked Sendable {
 
     /// Connections accepted since start (for tests and metrics).
     public var acceptedConnectionCount: Int { acceptedConnections.current }
+
+    /// Connections closed at accept because their address had its cap (for tests and metrics).
+    public var refusedConnectionCount: Int { refusedConnections.current }
 
     /// Binds and starts accepting. Returns the bound address (port 0 picks a free port).
     @discardableResult
@@ -76,6 +81,12 @@ public final class HTTPServer: @unchecked Sendable {
     private func acceptPending() {
         // Drain the backlog: one event can stand for many pending connections.
         while let (fd, peer) = Socket.accept(listener) {
+            guard perAddress.tryAcquire(peer.host, cap: configuration.limits.maxConnectionsPerAddress) else {
+                // Closed before any byte is read: the cheapest refusal there is.
+                close(fd)
+                _ = refusedConnections.increment()
+                continue
+            }
             _ = acceptedConnections.increment()
             let registry = registries[nextRegistry % registries.count]
             nextRegistry &+= 1

@@ -115,11 +115,13 @@ final class ConnectionRegistry: @unchecked Sendable {
     private let tickInterval: Duration
     private var shuttingDown = false
     let openCount: AtomicCounter
+    private let perAddress: AddressCounts
 
-    init(loop: any EventLoop, context: ServerContext, openCount: AtomicCounter) {
+    init(loop: any EventLoop, context: ServerContext, openCount: AtomicCounter, perAddress: AddressCounts) {
         self.loop = loop
         self.context = context
         self.openCount = openCount
+        self.perAddress = perAddress
         // Timeouts are checked by one sweep per loop rather than one timer per connection:
         // cheaper with thousands of idle connections, at the cost of this much resolution.
         let shortest = min(context.limits.idleTimeout, context.limits.requestHeadTimeout)
@@ -134,6 +136,7 @@ final class ConnectionRegistry: @unchecked Sendable {
             session = try tls.map { try TLSSession(context: $0, isServer: true) }
         } catch {
             close(fd)
+            perAddress.release(peer.host)
             return
         }
         let channel = SocketChannel(fd: fd, loop: loop, peer: peer, tls: session, handler: connection)
@@ -148,6 +151,7 @@ final class ConnectionRegistry: @unchecked Sendable {
     func remove(_ connection: ServerConnection) {
         if connections.removeValue(forKey: ObjectIdentifier(connection)) != nil {
             _ = openCount.decrement()
+            if let host = connection.channel.peer?.host { perAddress.release(host) }
         }
     }
 

@@ -21,6 +21,9 @@ public struct HTTPServerLimits: Sendable {
     public var streamResetRatePerSecond = 33
     /// HTTP/2 stops producing output while this much is queued for the socket (slow readers).
     public var maxQueuedOutputBytes = 1024 * 1024
+    /// Open connections one client address may hold (0: no cap); more are closed at accept.
+    /// Clients behind one NAT or proxy share an address: raise it for them.
+    public var maxConnectionsPerAddress = 256
 
     public init() {}
 }

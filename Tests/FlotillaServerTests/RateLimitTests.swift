@@ -1,0 +1,42 @@
+// Request-rate limits through the real server: per device and per token, a 429 with
+// Retry-After once the burst is spent, other callers unaffected, and the bucket refilled
+// after the wait it named.
+
+import FlotillaAPI
+import FlotillaCore
+import XCTest
+
+final class RateLimitTests: XCTestCase {
+    func testDevicesAndTokensAreLimitedEachOnItsOwn() async throws {
+        let server = try APIServer(limits: RateLimits(device: RateLimit(perSecond: 1, burst: 3), token: RateLimit(perSecond: 1, burst: 20),
+                                                      enrollment: RateLimit(perSecond: 1, burst: 1)))
+        let admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
+        let first = try await ScriptedDevice(server: server, admin: admin, name: "cam-1")
+        let second = try await ScriptedDevice(server: server, admin: admin, name: "cam-2")
+        for _ in 0..<3 { expect(try await first.client.call("GET", "/api/v1/agent/next"), 204) }
+        let limited = try await first.client.call("GET", "/api/v1/agent/next")
+        expect(limited, 429, code: "rate_limited")
+        XCTAssertEqual(limited.headers["retry-after"], "1")
+        expect(try await second.client.call("GET", "/api/v1/agent/next"), 204)  // another device: its own bucket
+        try await Task.sleep(for: .milliseconds(1100))
+        expect(try await first.client.call("GET", "/api/v1/agent/next"), 204)  // refilled after Retry-After
+
+        // A token: the admin has used 2 of its 20 (the registrations); a viewer its own.
+        let viewer = try await admin.call("POST", "/api/v1/tokens", #"{"name":"dash","role":"viewer"}"#)
+        let dashboard = APIClient(port: server.port, token: viewer.json["secret"]?.stringValue, wire: .h1)
+        var statuses: [Int] = []
+        for _ in 0..<22 { statuses.append(try await dashboard.call("GET", "/api/v1/groups").status) }
+        XCTAssertEqual(statuses.filter { $0 == 200 }.count, 20, "\(statuses)")
+        XCTAssertEqual(statuses.suffix(2), [429, 429])
+        expect(try await admin.call("GET", "/api/v1/groups"), 200)
+
+        // An enrollment token: one enrollment, then wait.
+        expect(try await admin.call("POST", "/api/v1/groups", #"{"name":"field"}"#), 201)
+        let created = try await admin.call("POST", "/api/v1/enrollment-tokens", #"{"name":"day","group":"field","max_uses":5}"#)
+        let enroller = APIClient(port: server.port, token: created.json["secret"]?.stringValue, wire: .h1)
+        expect(try await enroller.call("POST", "/api/v1/agent/enroll", #"{"name":"s-1"}"#), 201)
+        expect(try await enroller.call("POST", "/api/v1/agent/enroll", #"{"name":"s-2"}"#), 429, code: "rate_limited")
+        for client in [admin, dashboard, enroller, first.client, second.client] { await client.close() }
+        await server.stop()
+    }
+}
