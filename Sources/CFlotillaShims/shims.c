@@ -3,6 +3,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <openssl/err.h>
+#include <openssl/x509.h>
+#include <openssl/objects.h>
 #include "flotilla_shims.h"
 
 int flotilla_accept_nonblocking(int fd, struct sockaddr *addr, socklen_t *len) {
@@ -61,4 +63,32 @@ void flotilla_ssl_last_error(char *buf, size_t len) {
     }
     ERR_error_string_n(err, buf, len);
     ERR_clear_error();
+}
+
+int flotilla_ssl_ctx_set_modern_ciphers(SSL_CTX *ctx) {
+    return SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20");
+}
+
+int flotilla_ssl_ctx_verify_clients(SSL_CTX *ctx, const char *ca_path) {
+    if (SSL_CTX_load_verify_locations(ctx, ca_path, NULL) != 1) return 0;
+    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca_path);
+    if (names == NULL) return 0;
+    SSL_CTX_set_client_CA_list(ctx, names);  /* ctx owns the list now */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    /* Session resumption with client verification needs a context id. */
+    static const unsigned char id[] = "flotilla";
+    SSL_CTX_set_session_id_context(ctx, id, sizeof(id) - 1);
+    return 1;
+}
+
+int flotilla_ssl_verified_peer_cn(SSL *ssl, char *buf, int len) {
+    X509 *cert = SSL_get1_peer_certificate(ssl);
+    if (cert == NULL) return -1;
+    if (SSL_get_verify_result(ssl) != X509_V_OK) {
+        X509_free(cert);
+        return -1;
+    }
+    int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, buf, len);
+    X509_free(cert);
+    return n < 0 ? 0 : n;
 }

@@ -12,6 +12,7 @@ import FlotillaTransport
 
 struct DeviceCaller: Sendable {
     let id: String
+    let name: String
     /// SHA-256 of the token it presented: signed manifests are bound to it.
     let tokenHash: [UInt8]
 }
@@ -44,7 +45,26 @@ extension ManagementAPI {
         return .json(200, JSON.object(fields).serialized)
     }
 
+    /// The device behind the token; with mTLS on, also the device its certificate names.
     func authenticateDevice(_ request: HTTPRequest) async throws -> DeviceCaller {
+        let caller = try await deviceForToken(request)
+        if deviceCertificates { try checkCertificate(request, name: caller.name) }
+        return caller
+    }
+
+    /// mTLS: the connection's verified client certificate must name this device (its CN),
+    /// so a device token is useless without the device's private key. Checked per request,
+    /// not cached: the certificate belongs to the connection, the cache to the token.
+    func checkCertificate(_ request: HTTPRequest, name: String) throws {
+        guard let presented = request.clientCertificate else {
+            throw HTTPError(403, code: "client_certificate_required", message: "this server requires devices to present a client certificate (mTLS)")
+        }
+        guard presented == name else {
+            throw HTTPError(403, code: "client_certificate_mismatch", message: "the client certificate is for '\(presented)', not for this device")
+        }
+    }
+
+    private func deviceForToken(_ request: HTTPRequest) async throws -> DeviceCaller {
         let header = request.headers["authorization"] ?? ""
         let parts = header.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "bearer", parts[1].hasPrefix("flt_d_"), parts[1].utf8.count <= 256 else {
@@ -55,7 +75,7 @@ extension ManagementAPI {
         if let cached = deviceTokens.lookup(hash) { return cached }
         let generation = deviceTokens.currentGeneration()
         guard let row = try await db.query("""
-                SELECT id::text, token_hash, status, token_revoked_at IS NOT NULL AS revoked FROM devices WHERE token_hash = \(Bytea(hash))
+                SELECT id::text, name, token_hash, status, token_revoked_at IS NOT NULL AS revoked FROM devices WHERE token_hash = \(Bytea(hash))
                 """).first,
               Secrets.constantTimeEquals(try row.decode(Bytea.self, column: "token_hash").bytes, hash) else {
             throw HTTPError(401, code: "invalid_token", message: "the device token is unknown (was it rotated, or the device deleted?)",
@@ -76,7 +96,7 @@ extension ManagementAPI {
         case .rejected?, .preauthorized?, nil:
             throw HTTPError(403, code: "device_rejected", message: "the device was rejected by an operator")
         }
-        let caller = DeviceCaller(id: try row.decode(String.self, column: "id"), tokenHash: hash)
+        let caller = DeviceCaller(id: try row.decode(String.self, column: "id"), name: try row.decode(String.self, column: "name"), tokenHash: hash)
         deviceTokens.store(hash, caller, generation: generation)
         return caller
     }

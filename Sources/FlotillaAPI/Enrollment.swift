@@ -118,6 +118,8 @@ extension ManagementAPI {
             let labels = body.labels("labels") ?? [:]
             let attributes = body.attributes("attributes")
             try body.finish()
+            // With mTLS, a device enrolls under the name its (factory) certificate carries.
+            if deviceCertificates { try checkCertificate(request, name: name!) }
             let token = Secrets.newToken(prefix: "flt_d_")
             let row = try await enroll(name: name!, labels: labels, attributes: attributes, token: token, with: caller)
             let device = try Self.deviceJSON(row)

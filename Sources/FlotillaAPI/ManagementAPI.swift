@@ -31,6 +31,9 @@ public struct ManagementAPI: Sendable {
     /// and the OpenAPI file's `x-role` are checked against it).
     let routeRoles = RouteRoles()
     let limits: RateLimits
+    /// mTLS for devices: the device API and enrollment need a verified client certificate
+    /// whose CN is the device's name (DeviceAPI.swift).
+    let deviceCertificates: Bool
     let limiter = RateLimiter()
     private let listener: PGListener?
 
@@ -38,8 +41,10 @@ public struct ManagementAPI: Sendable {
     /// replicas (see TokenCache); without it, every request looks its token up.
     /// `signer`: the server's manifest-signing key; tests pass none and get a fresh one.
     public init(db: PGPool, logger: Logger, artifacts: ArtifactStore, listen: PGConnectionOptions? = nil,
-                clock: WallClock = .system, signer: ManifestSigner? = nil, limits: RateLimits = RateLimits()) throws {
+                clock: WallClock = .system, signer: ManifestSigner? = nil, limits: RateLimits = RateLimits(),
+                deviceCertificates: Bool = false) throws {
         self.limits = limits
+        self.deviceCertificates = deviceCertificates
         self.signer = try signer ?? ManifestSigner(key: .generate())
         self.db = db
         self.logger = logger

@@ -248,7 +248,7 @@ final class AgentDaemon: @unchecked Sendable {
 
     func connection() async throws -> HTTP2Client {
         if let client { return client }
-        let fresh = try await HTTP2Client.connect(to: config.server, tls: TLSClientConfiguration(trustedCAPath: config.caFile),
+        let fresh = try await HTTP2Client.connect(to: config.server, tls: config.tls,
                                                   timeout: .seconds(10), maxResponseBytes: 64 << 20)
         client = fresh
         return fresh

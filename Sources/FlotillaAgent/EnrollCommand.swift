@@ -46,7 +46,7 @@ struct Enroll: AsyncParsableCommand {
         }
         let deviceName = name ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "device"
         let body = JSON.object(["name": .string(deviceName), "labels": .object(labelMap)]).serialized
-        let client = try await HTTP2Client.connect(to: config.server, tls: TLSClientConfiguration(trustedCAPath: config.caFile),
+        let client = try await HTTP2Client.connect(to: config.server, tls: config.tls,
                                                    timeout: .seconds(10))
         let response = try await client.send(ClientRequest(
             method: "POST", path: "/api/v1/agent/enroll",

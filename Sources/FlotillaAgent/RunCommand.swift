@@ -6,6 +6,8 @@
 //   token = flt_d_…
 //   state_dir = /var/lib/flotilla-agent
 //   ca_file = /etc/flotilla/ca.pem
+//   client_cert = /etc/flotilla/device.pem   (mTLS: CN = the device's name)
+//   client_key = /etc/flotilla/device.key
 //   signing_key = <the server's manifest key, base64url>   (else pinned at first start)
 //   poll_min = 5
 //   poll_max = 300
@@ -15,6 +17,7 @@
 import ArgumentParser
 import FlotillaCore
 import FlotillaJSON
+import FlotillaTransport
 import Foundation
 
 struct AgentConfig: Sendable {
@@ -28,12 +31,17 @@ struct AgentConfig: Sendable {
     var token: String
     var stateDirectory: String
     var caFile: String?
+    /// mTLS: this device's certificate and key (PEM), for a server started with --tls-client-ca.
+    var clientCert: String?
+    var clientKey: String?
     /// The server's manifest-signing public key (base64url); nil: pin the server's on first start.
     var signingKey: String?
     var pollMinimum: Double
     var pollMaximum: Double
     var pollWait: Int
     var reboot: Reboot
+
+    var tls: TLSClientConfiguration { TLSClientConfiguration(trustedCAPath: caFile, certificatePath: clientCert, privateKeyPath: clientKey) }
 }
 
 struct AgentOptions: ParsableArguments {
@@ -51,6 +59,12 @@ struct AgentOptions: ParsableArguments {
 
     @Option(help: "PEM file of CA certificates to trust for https. File key: ca_file.")
     var caFile: String?
+
+    @Option(help: "PEM client certificate for mTLS (its CN is the device's name). File key: client_cert.")
+    var clientCert: String?
+
+    @Option(help: "PEM private key of --client-cert (default: the same file). File key: client_key.")
+    var clientKey: String?
 
     @Option(help: "The server's manifest-signing public key (base64url; GET /api/v1/agent/signing-key). Without it the agent pins the server's key on first start. File key: signing_key.")
     var signingKey: String?
@@ -79,7 +93,7 @@ struct AgentOptions: ParsableArguments {
                 file[trimmed[..<equals].trimmingCharacters(in: .whitespaces)] = trimmed[trimmed.index(after: equals)...].trimmingCharacters(in: .whitespaces)
             }
         }
-        let known: Set = ["server", "token", "state_dir", "ca_file", "signing_key", "poll_min", "poll_max", "poll_wait", "reboot_command"]
+        let known: Set = ["server", "token", "state_dir", "ca_file", "client_cert", "client_key", "signing_key", "poll_min", "poll_max", "poll_wait", "reboot_command"]
         if let unknown = file.keys.first(where: { !known.contains($0) }) {
             throw ValidationError("\(config): unknown key '\(unknown)' (known: \(known.sorted().joined(separator: ", ")))")
         }
@@ -96,7 +110,8 @@ struct AgentOptions: ParsableArguments {
         let rebootText = rebootCommand ?? file["reboot_command"] ?? "systemctl reboot"
         return AgentConfig(
             server: server ?? file["server"] ?? "http://127.0.0.1:8080", token: token ?? "",
-            stateDirectory: stateDir ?? file["state_dir"] ?? "/var/lib/flotilla-agent", caFile: caFile ?? file["ca_file"], signingKey: signingKey ?? file["signing_key"],
+            stateDirectory: stateDir ?? file["state_dir"] ?? "/var/lib/flotilla-agent", caFile: caFile ?? file["ca_file"],
+            clientCert: clientCert ?? file["client_cert"], clientKey: clientKey ?? file["client_key"], signingKey: signingKey ?? file["signing_key"],
             pollMinimum: minimum, pollMaximum: maximum, pollWait: Int(try number(pollWait.map(Double.init), "poll_wait", 30)),
             reboot: rebootText == "exit" ? .exit : .command(rebootText))
     }

@@ -36,8 +36,11 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PEM certificate chain; with --tls-key serves HTTPS (ALPN h2, http/1.1).")
     var tlsCert: String?
 
-    @Option(help: "PEM private key for --tls-cert.")
+    @Option(help: "PEM private key for --tls-cert. SIGHUP reloads both (and --tls-client-ca) without dropping connections.")
     var tlsKey: String?
+
+    @Option(help: "PEM file of CAs for device client certificates (mTLS): the device API then needs a certificate whose CN is the device's name.")
+    var tlsClientCa: String?
 
     @Option(help: "Largest request body accepted, in bytes (413 beyond).")
     var maxBodyBytes = HTTPServerLimits().maxBodyBytes
@@ -86,8 +89,9 @@ struct Serve: AsyncParsableCommand {
         guard (tlsCert == nil) == (tlsKey == nil) else {
             throw ValidationError("--tls-cert and --tls-key go together")
         }
+        guard tlsClientCa == nil || tlsCert != nil else { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
         // Checked before any database is started, so a typo costs nothing.
-        for (flag, path) in [("certificate", tlsCert), ("private key", tlsKey)] {
+        for (flag, path) in [("certificate", tlsCert), ("private key", tlsKey), ("client CA", tlsClientCa)] {
             if let path, access(path, R_OK) != 0 {
                 throw ValidationError("loading \(flag) \(path): \(String(cString: strerror(errno)))")
             }
@@ -116,9 +120,9 @@ struct Serve: AsyncParsableCommand {
         limits.idleTimeout = .milliseconds(Int(idleTimeout * 1000))
         limits.requestHeadTimeout = .milliseconds(Int(headerTimeout * 1000))
         limits.maxConnectionsPerAddress = abuse.maxConnectionsPerAddress
-        let tls = tlsCert.map { TLSServerConfiguration(certificatePath: $0, privateKeyPath: tlsKey!) }
+        let tls = tlsCert.map { TLSServerConfiguration(certificatePath: $0, privateKeyPath: tlsKey!, clientCAPath: tlsClientCa) }
         // Installed first: a SIGTERM during start-up must still stop the embedded database.
-        let signals = SignalWaiter(signals: [SIGTERM, SIGINT])
+        let signals = SignalWaiter(signals: [SIGTERM, SIGINT, SIGHUP])
 
         let opened: OpenDatabase
         do {
@@ -137,7 +141,8 @@ struct Serve: AsyncParsableCommand {
             let key = try loadOrCreateSigningKey(keyPath, log: say)
             management = try ManagementAPI(db: pool, logger: Logger(label: "flotilla.http"),
                                            artifacts: try ArtifactStore(directory: directory, maxBytes: maxArtifactSize),
-                                           listen: opened.options, signer: ManifestSigner(key: key), limits: try abuse.rateLimits())
+                                           listen: opened.options, signer: ManifestSigner(key: key), limits: try abuse.rateLimits(),
+                                           deviceCertificates: tlsClientCa != nil)
         } catch {
             pool.close()
             opened.cluster?.stop()
@@ -160,7 +165,17 @@ struct Serve: AsyncParsableCommand {
         }
 
         let sweeper = startSweeper(management)
-        let signal = await signals.next()
+        var signal = await signals.next()
+        while signal == SIGHUP {
+            // Certificate renewal (certbot, cert-manager): new connections get the new files.
+            do {
+                try server.reloadTLS()
+                say(tls == nil ? "received SIGHUP; no TLS to reload" : "received SIGHUP, reloaded the TLS certificate and key")
+            } catch {
+                say("received SIGHUP, kept the old TLS certificate: \(error)")
+            }
+            signal = await signals.next()
+        }
         say("received \(signal == SIGTERM ? "SIGTERM" : "SIGINT"), finishing in-flight requests")
         sweeper.cancel()
         await server.shutdown(gracePeriod: .milliseconds(Int(shutdownGrace * 1000)))

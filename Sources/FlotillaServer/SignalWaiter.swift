@@ -1,4 +1,4 @@
-// Waits for SIGTERM/SIGINT through Dispatch signal sources.
+// Waits for signals (SIGTERM/SIGINT: stop; SIGHUP: reload TLS) through Dispatch signal sources.
 //
 // This lives in a nonisolated type on purpose: a DispatchSource handler created in
 // top-level or main-actor code is main-actor isolated in Swift 6 and traps when it

@@ -96,8 +96,10 @@ final class HTTP1ServerHandler: ServerProtocolHandler, @unchecked Sendable {
 
     private func makeRequest(_ head: HTTP1RequestHead) -> HTTPRequest {
         let (path, query) = HTTPRequest.splitTarget(head.target)
-        return HTTPRequest(method: head.method, path: path, query: query, headers: head.headers,
-                           httpVersion: head.minorVersion == 1 ? "1.1" : "1.0", remoteAddress: channel.peer?.host)
+        var request = HTTPRequest(method: head.method, path: path, query: query, headers: head.headers,
+                                  httpVersion: head.minorVersion == 1 ? "1.1" : "1.0", remoteAddress: channel.peer?.host)
+        request.clientCertificate = channel.verifiedPeer
+        return request
     }
 
     private func startStreaming(_ head: HTTP1RequestHead, limit: Int) {

@@ -258,8 +258,10 @@ final class HTTP2ServerHandler: ServerProtocolHandler, @unchecked Sendable {
         let (path, query) = HTTPRequest.splitTarget(stream.path)
         var headers = stream.headers
         if let authority = stream.authority { headers.add("host", authority) }
-        return HTTPRequest(method: stream.method, path: path, query: query, headers: headers,
-                           httpVersion: "2", remoteAddress: channel.peer?.host)
+        var request = HTTPRequest(method: stream.method, path: path, query: query, headers: headers,
+                                  httpVersion: "2", remoteAddress: channel.peer?.host)
+        request.clientCertificate = channel.verifiedPeer
+        return request
     }
 
     private func dispatch(_ stream: Stream) {

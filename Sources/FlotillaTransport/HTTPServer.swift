@@ -2,6 +2,7 @@
 // connection to an event loop (round robin), and shuts down gracefully.
 
 import Dispatch
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -28,7 +29,8 @@ public final class HTTPServer: @unchecked Sendable {
     private let context: ServerContext
     private let group: EventLoopGroup
     private let registries: [ConnectionRegistry]
-    private let tlsContext: TLSContext?
+    /// Swapped by `reloadTLS` (SIGHUP); each connection keeps the context it started with.
+    private let tlsContext: Mutex<TLSContext?>
     private let acceptQueue = DispatchQueue(label: "flotilla.accept")
     private var listener: Int32 = -1
     private var acceptSource: (any DispatchSourceRead)?
@@ -43,7 +45,7 @@ public final class HTTPServer: @unchecked Sendable {
         self.configuration = configuration
         context = ServerContext(router: router, limits: configuration.limits)
         group = EventLoopGroup(loopCount: configuration.loopCount)
-        tlsContext = try configuration.tls.map(TLSContext.server)
+        tlsContext = Mutex(try configuration.tls.map(TLSContext.server))
         registries = group.loops.map { [context, openConnections, perAddress] in
             ConnectionRegistry(loop: $0, context: context, openCount: openConnections, perAddress: perAddress)
         }
@@ -90,9 +92,17 @@ public final class HTTPServer: @unchecked Sendable {
             _ = acceptedConnections.increment()
             let registry = registries[nextRegistry % registries.count]
             nextRegistry &+= 1
-            let tls = tlsContext
+            let tls = tlsContext.withLock { $0 }
             registry.loop.execute { registry.add(fd: fd, peer: peer, tls: tls) }
         }
+    }
+
+    /// Reads the certificate, key (and client CA) files again; new connections use them,
+    /// open ones keep theirs, nothing is dropped. On error the old ones stay in use.
+    public func reloadTLS() throws {
+        guard let tls = configuration.tls else { return }
+        let fresh = try TLSContext.server(tls)
+        tlsContext.withLock { $0 = fresh }
     }
 
     /// Stops accepting, asks every connection to finish what is in flight (HTTP/2: GOAWAY),

@@ -50,6 +50,9 @@ public struct HTTPRequest: Sendable {
     /// "1.0", "1.1" or "2".
     public var httpVersion: String
     public var remoteAddress: String?
+    /// The subject CN of the client certificate the TLS handshake verified (mTLS; "" when it
+    /// has no CN); nil without TLS, without client verification, or without a certificate.
+    public var clientCertificate: String?
 
     public init(method: String, path: String, query: String? = nil, headers: HTTPHeaders = [:],
                 body: [UInt8] = [], httpVersion: String = "2", remoteAddress: String? = nil) {

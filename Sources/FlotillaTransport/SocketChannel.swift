@@ -43,6 +43,8 @@ public final class SocketChannel: FDEventHandler, @unchecked Sendable {
     /// ALPN's choice once TLS is up; nil for plaintext.
     public var negotiatedProtocol: String? { tls?.negotiatedProtocol }
     public var isTLS: Bool { tls != nil }
+    /// The CN of the client's verified certificate (mTLS), once the handshake is done.
+    public var verifiedPeer: String? { tls?.verifiedPeer }
     /// The kernel's buffer is full; the write source will call back.
     public var isWriteBlocked: Bool { writeBlocked }
     /// Bytes queued but not yet accepted by the kernel.

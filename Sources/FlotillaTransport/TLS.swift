@@ -18,9 +18,14 @@ public struct TLSError: Error, CustomStringConvertible, Sendable {
 public struct TLSServerConfiguration: Sendable {
     public var certificatePath: String
     public var privateKeyPath: String
-    public init(certificatePath: String, privateKeyPath: String) {
+    /// PEM file of the CAs whose client certificates are accepted (mTLS). Clients are asked
+    /// for a certificate; one that fails verification cannot connect, one without a
+    /// certificate can, and the application decides (`HTTPRequest.clientCertificate`).
+    public var clientCAPath: String?
+    public init(certificatePath: String, privateKeyPath: String, clientCAPath: String? = nil) {
         self.certificatePath = certificatePath
         self.privateKeyPath = privateKeyPath
+        self.clientCAPath = clientCAPath
     }
 }
 
@@ -29,9 +34,14 @@ public struct TLSClientConfiguration: Sendable {
     public var trustedCAPath: String?
     /// Off only for tests and first contact with a self-signed server (`curl -k`).
     public var verifyPeer: Bool
-    public init(trustedCAPath: String? = nil, verifyPeer: Bool = true) {
+    /// A client certificate and its key (PEM), for servers that verify clients (mTLS).
+    public var certificatePath: String?
+    public var privateKeyPath: String?
+    public init(trustedCAPath: String? = nil, verifyPeer: Bool = true, certificatePath: String? = nil, privateKeyPath: String? = nil) {
         self.trustedCAPath = trustedCAPath
         self.verifyPeer = verifyPeer
+        self.certificatePath = certificatePath
+        self.privateKeyPath = privateKeyPath
     }
 }
 
@@ -42,9 +52,10 @@ final class TLSContext: @unchecked Sendable {
     private init(method: OpaquePointer?) throws {
         guard let ctx = SSL_CTX_new(method) else { throw TLSError("SSL_CTX_new") }
         self.ctx = ctx
-        // TLS 1.2 is the floor; OpenSSL 3's default cipher list already excludes the weak suites.
+        // TLS 1.2 is the floor, and its suites are ECDHE + AEAD only (forward secrecy, no CBC).
         flotilla_ssl_ctx_set_min_proto_version(ctx, TLS1_2_VERSION)
         flotilla_ssl_ctx_harden(ctx)
+        guard flotilla_ssl_ctx_set_modern_ciphers(ctx) == 1 else { throw TLSError("setting the cipher list") }
     }
 
     static func server(_ config: TLSServerConfiguration) throws -> TLSContext {
@@ -57,6 +68,9 @@ final class TLSContext: @unchecked Sendable {
         }
         guard SSL_CTX_check_private_key(context.ctx) == 1 else {
             throw TLSError("certificate and private key do not match")
+        }
+        if let ca = config.clientCAPath, flotilla_ssl_ctx_verify_clients(context.ctx, ca) != 1 {
+            throw TLSError("loading client CA \(ca)")
         }
         flotilla_ssl_ctx_set_alpn_h2_http11(context.ctx)
         return context
@@ -76,6 +90,15 @@ final class TLSContext: @unchecked Sendable {
         } else {
             SSL_CTX_set_verify(context.ctx, SSL_VERIFY_NONE, nil)
         }
+        if let certificate = config.certificatePath {
+            guard SSL_CTX_use_certificate_chain_file(context.ctx, certificate) == 1 else {
+                throw TLSError("loading client certificate \(certificate)")
+            }
+            let key = config.privateKeyPath ?? certificate
+            guard SSL_CTX_use_PrivateKey_file(context.ctx, key, SSL_FILETYPE_PEM) == 1, SSL_CTX_check_private_key(context.ctx) == 1 else {
+                throw TLSError("loading client key \(key)")
+            }
+        }
         return context
     }
 
@@ -88,6 +111,9 @@ final class TLSSession {
     private let rbio: OpaquePointer
     private let wbio: OpaquePointer
     private(set) var handshakeComplete = false
+    /// The subject CN of the peer's verified certificate ("" when it has no CN); nil when
+    /// the peer presented none. Set when the handshake completes.
+    private(set) var verifiedPeer: String?
 
     enum Event { case handshakeCompleted, peerClosed }
 
@@ -134,6 +160,9 @@ final class TLSSession {
         let rc = SSL_do_handshake(ssl)
         if rc == 1 {
             handshakeComplete = true
+            var name = [CChar](repeating: 0, count: 256)
+            let length = flotilla_ssl_verified_peer_cn(ssl, &name, Int32(name.count))
+            if length >= 0 { verifiedPeer = String(decoding: name.prefix(Int(length)).map { UInt8(bitPattern: $0) }, as: UTF8.self) }
             return true
         }
         let error = SSL_get_error(ssl, rc)

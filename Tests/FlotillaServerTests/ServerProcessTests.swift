@@ -128,6 +128,39 @@ final class ServerProcessTests: XCTestCase {
         XCTAssertEqual(server.terminate().status, 0)
     }
 
+    /// SIGHUP reloads the certificate files: new connections get the new certificate, the
+    /// open one carries on, and the server keeps running.
+    func testSIGHUPReloadsTheCertificate() async throws {
+        let directory = NSTemporaryDirectory() + "flotilla-sighup-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let first = try TestPKI(directory: directory, name: "first"), second = try TestPKI(directory: directory, name: "second")
+        func install(_ issued: (certificate: String, key: String)) throws {
+            for (from, to) in [(issued.certificate, "/live.pem"), (issued.key, "/live.key")] {
+                try? FileManager.default.removeItem(atPath: directory + to)
+                try FileManager.default.copyItem(atPath: from, toPath: directory + to)
+            }
+        }
+        try install(try first.issue("localhost", server: true))
+        let server = try ServerProcess(["--listen", "127.0.0.1:0", "--tls-cert", directory + "/live.pem", "--tls-key", directory + "/live.key"])
+        let url = "https://localhost:\(server.port)"
+        let old = try await HTTP2Client.connect(to: url, tls: .init(trustedCAPath: first.caPath))
+        let before = try await old.get("/healthz")
+        XCTAssertEqual(before.status, 200)
+
+        try install(try second.issue("localhost", server: true))
+        server.child.signal(SIGHUP)
+        let line = server.child.readLine() ?? ""
+        XCTAssertTrue(line.contains("reloaded the TLS certificate"), line)
+        let fresh = try await HTTP2Client.connect(to: url, tls: .init(trustedCAPath: second.caPath))
+        let after = try await fresh.get("/healthz")
+        XCTAssertEqual(after.status, 200)
+        let kept = try await old.get("/healthz")
+        XCTAssertEqual(kept.status, 200, "the connection opened before the reload still works")
+        await old.close()
+        await fresh.close()
+        XCTAssertEqual(server.terminate().status, 0)
+    }
+
     /// The server process's own descriptors, counted from /proc, come back to where they were
     /// after a round of hostile clients.
     func testNoDescriptorLeaksInTheServerProcess() async throws {

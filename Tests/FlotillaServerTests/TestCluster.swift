@@ -93,7 +93,7 @@ final class APIServer: @unchecked Sendable {
     /// A server on a fresh database, or a second replica on `sharing`'s database.
     /// `port`: 0 for any free port, or a given one (a server "restarted" where its clients know it).
     init(poolSize: Int = 4, sharing other: APIServer? = nil, clock: WallClock = .system, maxArtifactBytes: Int = 64 << 20,
-         port: Int = 0, limits: RateLimits = RateLimits()) throws {
+         port: Int = 0, limits: RateLimits = RateLimits(), tls: TLSServerConfiguration? = nil) throws {
         if let other {
             conninfo = other.conninfo
             adminToken = other.adminToken
@@ -111,8 +111,8 @@ final class APIServer: @unchecked Sendable {
         logger.logLevel = .critical
         api = try ManagementAPI(db: pool, logger: logger, artifacts: try ArtifactStore(directory: artifactDirectory, maxBytes: maxArtifactBytes),
                             listen: PGConnectionOptions(conninfo: conninfo), clock: clock, signer: other?.api.signer,
-                                limits: limits)
-        server = try HTTPServer(configuration: .init(host: "127.0.0.1", port: port, loopCount: 2),
+                                limits: limits, deviceCertificates: tls?.clientCAPath != nil)
+        server = try HTTPServer(configuration: .init(host: "127.0.0.1", port: port, tls: tls, loopCount: 2),
                                 router: FlotillaAPI.makeRouter(management: api))
         self.port = try server.start().port
     }

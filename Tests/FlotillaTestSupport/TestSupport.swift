@@ -138,3 +138,39 @@ public enum TestCertificate {
 public var productsDirectory: URL {
     URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
 }
+
+/// A private CA and certificates it signs, made with the openssl CLI in `directory`: for
+/// mTLS tests (device certificates) and certificate reloads.
+public struct TestPKI {
+    public let directory: String
+    public let name: String
+    public var caPath: String { "\(directory)/\(name)-ca.pem" }
+
+    /// A new CA called `name` (its key and certificate in `directory`).
+    public init(directory: String, name: String) throws {
+        self.directory = directory
+        self.name = name
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try Self.openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                          "-keyout", "\(directory)/\(name)-ca.key", "-out", caPath, "-days", "2", "-subj", "/CN=\(name) test CA"])
+    }
+
+    /// A certificate for `commonName` signed by this CA: (certificate, key) paths. A server
+    /// certificate also names localhost and 127.0.0.1.
+    public func issue(_ commonName: String, server: Bool = false) throws -> (certificate: String, key: String) {
+        let base = "\(directory)/\(name)-\(commonName)"
+        try Self.openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                          "-keyout", base + ".key", "-out", base + ".csr", "-subj", "/CN=\(commonName)"])
+        let extensions = base + ".ext"
+        try (server ? "subjectAltName=DNS:localhost,IP:127.0.0.1\n" : "extendedKeyUsage=clientAuth\n")
+            .write(toFile: extensions, atomically: true, encoding: .utf8)
+        try Self.openssl(["x509", "-req", "-in", base + ".csr", "-CA", caPath, "-CAkey", "\(directory)/\(name)-ca.key",
+                          "-CAcreateserial", "-out", base + ".pem", "-days", "2", "-extfile", extensions])
+        return (base + ".pem", base + ".key")
+    }
+
+    private static func openssl(_ arguments: [String]) throws {
+        let (status, output) = try runProcess(which("openssl") ?? "/usr/bin/openssl", arguments)
+        guard status == 0 else { throw SocketError("openssl \(arguments.first ?? ""): \(output)") }
+    }
+}

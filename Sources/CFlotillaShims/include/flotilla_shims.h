@@ -31,6 +31,18 @@ void flotilla_ssl_ctx_set_alpn_h2_http11(SSL_CTX *ctx);
 /// Client-side ALPN offer "h2" only.
 int flotilla_ssl_set_alpn_h2(SSL *ssl);
 
+/// TLS 1.2 suites limited to ECDHE key exchange with AEAD ciphers (TLS 1.3's are all modern).
+int flotilla_ssl_ctx_set_modern_ciphers(SSL_CTX *ctx);
+
+/// Ask clients for a certificate signed by the CAs in `ca_path` (PEM). A client that sends
+/// none still connects (the application decides); one whose certificate fails
+/// verification does not. Returns 1 on success.
+int flotilla_ssl_ctx_verify_clients(SSL_CTX *ctx, const char *ca_path);
+
+/// The subject common name of the peer's certificate if it was presented and verified:
+/// its length (0: verified, no CN); -1 when there is no verified peer certificate.
+int flotilla_ssl_verified_peer_cn(SSL *ssl, char *buf, int len);
+
 /// SSL_get_error's reason for the last failure as text (for error messages).
 void flotilla_ssl_last_error(char *buf, size_t len);
 
