@@ -22,8 +22,8 @@ final class AgentDaemon: @unchecked Sendable {
     /// The manifest of the execution in progress (its steps' concrete values), kept in
     /// manifest.json so that it survives a restart, read from disk only at start.
     private var manifest: JSON
-    private var client: HTTP2Client?
-    private var backoff = 1.0
+    var client: HTTP2Client?
+    var backoff = 1.0
     /// What makes a manifest believable (ManifestTrust.swift); set before the first poll.
     var trust: ManifestTrust?
     /// After a failed delivery, reports just wait in the outbox until this time, so work on
@@ -72,9 +72,9 @@ final class AgentDaemon: @unchecked Sendable {
                 case 401:
                     log("the server refused the device token (401); check --token")
                     await pause()
-                default:
+                default:  // 403 device_pending (waiting for approval), 429, 5xx: wait, at least as long as asked
                     log("poll answered \(response.status): \(response.bodyText.prefix(200))")
-                    await pause()
+                    await pause(atLeast: Double(response.headers["retry-after"] ?? ""))
                 }
             } catch {
                 log("server unreachable: \(error)")
@@ -244,21 +244,6 @@ final class AgentDaemon: @unchecked Sendable {
         kill(getpid(), SIGKILL)
     }
 
-    // MARK: - Network
-
-    func connection() async throws -> HTTP2Client {
-        if let client { return client }
-        let fresh = try await HTTP2Client.connect(to: config.server, tls: config.tls,
-                                                  timeout: .seconds(10), maxResponseBytes: 64 << 20)
-        client = fresh
-        return fresh
-    }
-
-    func dropConnection() async {
-        await client?.close()
-        client = nil
-    }
-
     /// Sends queued reports in order until the outbox is empty or the server is unreachable.
     /// Returns the machine's decision when an answer carried a directive that changes the plan.
     @discardableResult
@@ -295,22 +280,6 @@ final class AgentDaemon: @unchecked Sendable {
         deliveryRetryAt = nil
         backoff = 1
         return steered
-    }
-
-    private func heartbeat() async {
-        let body = JSON.fields([("installed", .object(files.installed().mapValues(JSON.string)))])
-        _ = try? await connection().send(ClientRequest(method: "POST", path: "/api/v1/agent/heartbeat", headers: auth,
-                                                       body: .bytes(Array(body.serialized.utf8))), timeout: .seconds(10))
-    }
-
-    /// Exponential backoff with jitter while the server cannot be reached: never a tight loop.
-    func pause() async {
-        try? await Task.sleep(for: .seconds(backoff * Double.random(in: 0.5...1.5)))
-        backoff = min(backoff * 2, config.pollMaximum)
-    }
-
-    func log(_ message: String) {
-        FileHandle.standardError.write(Data("flotilla-agent: \(message)\n".utf8))
     }
 }
 

@@ -69,6 +69,7 @@ final class AgentEnrollmentTests: XCTestCase {
         running.signal(SIGKILL)
         log += running.readToEnd()
         _ = running.wait()
+        TestLog.append(log)
         XCTAssertEqual(execution["state"], .string("succeeded"), log)
         XCTAssertTrue(log.contains("device_pending"), "the pending device was refused first\n\(log)")
         XCTAssertTrue(log.contains(" configured"), log)

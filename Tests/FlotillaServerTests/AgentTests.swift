@@ -282,6 +282,7 @@ final class AgentTests: XCTestCase {
         try await Task.sleep(for: .milliseconds(300))
         agent?.signal(SIGKILL)
         if let agent { output += agent.readToEnd(); _ = agent.wait() }
+        TestLog.append(output)
         return (execution, output, starts)
     }
 

@@ -78,7 +78,7 @@ final class ManifestSecurityTests: XCTestCase {
         }
         killer.cancel()
         agent.signal(SIGKILL)
-        _ = agent.readToEnd()
+        TestLog.append(agent.readToEnd())
         agent.wait()
         try? FileManager.default.removeItem(atPath: work + "/state")
         return verdict

@@ -41,6 +41,7 @@ final class ServerProcessTests: XCTestCase {
         func terminate(_ signal: Int32 = SIGTERM) -> (status: Int32, output: String) {
             child.signal(signal)
             let rest = child.readToEnd()
+            TestLog.append(rest)  // the log after start-up (which prints the admin token once, on purpose)
             return (child.wait(), rest)
         }
     }

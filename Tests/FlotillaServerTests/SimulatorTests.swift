@@ -42,6 +42,7 @@ final class SimulatorTests: XCTestCase {
         expect(created, 201)
         XCTAssertEqual(created.json["devices_targeted"]?.intValue, devices)
         output += child.readToEnd()
+        TestLog.append(output)
         XCTAssertEqual(child.wait(), 0, output)
         let line = try XCTUnwrap(output.split(separator: "\n").last { $0.hasPrefix("{") }, output)
         let id = try XCTUnwrap(created.json["id"]?.stringValue)

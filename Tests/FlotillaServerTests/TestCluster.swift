@@ -107,14 +107,17 @@ final class APIServer: @unchecked Sendable {
         var configuration = PGPool.Configuration(connection: PGConnectionOptions(conninfo: conninfo), size: poolSize)
         configuration.acquireTimeout = .seconds(2)
         pool = PGPool(configuration)
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
+        // Request lines at info go to the run's log (TestLog), which scripts/test scans for secrets.
+        var logger = Logger(label: "test") { _ in RunLogHandler() }
+        logger.logLevel = TestLog.path == nil ? .critical : .info
+        TestLog.recordSecret(adminToken)
         api = try ManagementAPI(db: pool, logger: logger, artifacts: try ArtifactStore(directory: artifactDirectory, maxBytes: maxArtifactBytes),
                             listen: PGConnectionOptions(conninfo: conninfo), clock: clock, signer: other?.api.signer,
                                 limits: limits, deviceCertificates: tls?.clientCAPath != nil)
         server = try HTTPServer(configuration: .init(host: "127.0.0.1", port: port, tls: tls, loopCount: 2),
                                 router: FlotillaAPI.makeRouter(management: api))
         self.port = try server.start().port
+        TestLog.recordSecret(Base64URL.encode(api.signer.key.seed))
     }
 
     /// Waits until this server's NOTIFY listener is connected (its caches are off until then).
@@ -127,5 +130,23 @@ final class APIServer: @unchecked Sendable {
         await server.shutdown(gracePeriod: .seconds(2))
         api.stop()
         pool.close()
+    }
+}
+
+/// Log lines as the server's StreamLogHandler writes them (level, message, metadata), into
+/// the test run's log.
+struct RunLogHandler: LogHandler {
+    var logLevel: Logger.Level = .info
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(level: Logger.Level, message: Logger.Message, metadata extra: Logger.Metadata?, source: String,
+             file: String, function: String, line: UInt) {
+        let fields = metadata.merging(extra ?? [:]) { $1 }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        TestLog.append("\(level) \(message) \(fields.joined(separator: " "))")
     }
 }

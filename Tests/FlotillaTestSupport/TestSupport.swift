@@ -6,6 +6,7 @@ import FlotillaStore
 import FlotillaTransport
 #if canImport(Glibc)
 import Glibc
+import Synchronization
 #endif
 
 public func openFDCount(pid: Int32? = nil) -> Int {
@@ -172,5 +173,35 @@ public struct TestPKI {
     private static func openssl(_ arguments: [String]) throws {
         let (status, output) = try runProcess(which("openssl") ?? "/usr/bin/openssl", arguments)
         guard status == 0 else { throw SocketError("openssl \(arguments.first ?? ""): \(output)") }
+    }
+}
+
+/// The log of a whole test run, for `scripts/test`'s secret scan: the in-process servers'
+/// log lines and the agent processes' output go to `$FLOTILLA_TEST_LOG`, and secrets that
+/// have no recognizable prefix (signing keys) to `$FLOTILLA_TEST_LOG.secrets`. Without the
+/// variable (a bare `swift test`) nothing is written and servers log only critical lines.
+public enum TestLog {
+    public static let path = ProcessInfo.processInfo.environment["FLOTILLA_TEST_LOG"].flatMap { $0.isEmpty ? nil : $0 }
+    private static let lock = Mutex(())
+
+    public static func append(_ text: String) {
+        guard let path, !text.isEmpty else { return }
+        write(text.hasSuffix("\n") ? text : text + "\n", to: path)
+    }
+
+    /// A secret that must never appear in the log, whatever it looks like.
+    public static func recordSecret(_ secret: String) {
+        guard let path else { return }
+        write(secret + "\n", to: path + ".secrets")
+    }
+
+    private static func write(_ text: String, to file: String) {
+        lock.withLock { _ in
+            let fd = open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { return }
+            let bytes = Array(text.utf8)
+            _ = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            close(fd)
+        }
     }
 }

@@ -1,0 +1,38 @@
+// The agent's network plumbing, apart from the executor in AgentDaemon.swift: one HTTP/2
+// connection (made on demand, dropped on error), the heartbeat, and the backoff.
+
+import FlotillaJSON
+import FlotillaTransport
+import Foundation
+
+extension AgentDaemon {
+    func connection() async throws -> HTTP2Client {
+        if let client { return client }
+        let fresh = try await HTTP2Client.connect(to: config.server, tls: config.tls,
+                                                  timeout: .seconds(10), maxResponseBytes: 64 << 20)
+        client = fresh
+        return fresh
+    }
+
+    func dropConnection() async {
+        await client?.close()
+        client = nil
+    }
+
+    func heartbeat() async {
+        let body = JSON.fields([("installed", .object(files.installed().mapValues(JSON.string)))])
+        _ = try? await connection().send(ClientRequest(method: "POST", path: "/api/v1/agent/heartbeat", headers: auth,
+                                                       body: .bytes(Array(body.serialized.utf8))), timeout: .seconds(10))
+    }
+
+    /// Exponential backoff with jitter while the server cannot be reached: never a tight loop.
+    /// `atLeast`: the server's Retry-After, which the wait never undercuts.
+    func pause(atLeast minimum: Double? = nil) async {
+        try? await Task.sleep(for: .seconds(max(minimum ?? 0, backoff * Double.random(in: 0.5...1.5))))
+        backoff = min(backoff * 2, config.pollMaximum)
+    }
+
+    func log(_ message: String) {
+        FileHandle.standardError.write(Data("flotilla-agent: \(message)\n".utf8))
+    }
+}
