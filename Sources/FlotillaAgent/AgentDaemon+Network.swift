@@ -26,9 +26,11 @@ extension AgentDaemon {
     }
 
     /// Exponential backoff with jitter while the server cannot be reached: never a tight loop.
-    /// `atLeast`: the server's Retry-After, which the wait never undercuts.
+    /// `atLeast`: the server's Retry-After, honoured up to `poll_max` (the longest this
+    /// device is configured to wait; the server refuses again if that was too soon).
     func pause(atLeast minimum: Double? = nil) async {
-        try? await Task.sleep(for: .seconds(max(minimum ?? 0, backoff * Double.random(in: 0.5...1.5))))
+        let asked = min(minimum ?? 0, config.pollMaximum)
+        try? await Task.sleep(for: .seconds(max(asked, backoff * Double.random(in: 0.5...1.5))))
         backoff = min(backoff * 2, config.pollMaximum)
     }
 
