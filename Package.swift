@@ -19,6 +19,7 @@ let package = Package(
         .systemLibrary(name: "CNghttp2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
         .systemLibrary(name: "CLibpq", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         // glibc calls Swift does not import (accept4) and OpenSSL macros Swift cannot call.
         .target(name: "CFlotillaShims", dependencies: ["COpenSSL"]),
 
@@ -50,7 +51,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "FlotillaAgent", dependencies: [
-            "FlotillaCore", "FlotillaJSON", "FlotillaTransport", "COpenSSL",
+            "FlotillaCore", "FlotillaJSON", "FlotillaTransport", "COpenSSL", "CCurl",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // The operators' CLI: commands, the API session and the renderers live in a library so

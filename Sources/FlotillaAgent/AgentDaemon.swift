@@ -145,7 +145,8 @@ final class AgentDaemon: @unchecked Sendable {
 
     /// Performs one action; returns the machine's decision on its outcome (activities only).
     private func execute(_ action: AgentAction) async -> AgentDecision? {
-        let steps = AgentSteps(files: files, manifest: manifest, client: { [self] in try await connection() }, auth: auth)
+        let steps = AgentSteps(files: files, manifest: manifest, client: { [self] in try await connection() }, auth: auth,
+                               caFile: config.caFile, log: { [self] in log($0) }, dropClient: { [self] in await dropConnection() })
         func outcome(_ body: () throws(StepFailure) -> Void) -> AgentDecision {
             do throws(StepFailure) {
                 try body()

@@ -13,6 +13,8 @@ struct StepFailure: Error {
     var message: String
     var exitCode: Int?
     var logTail: String?
+    /// A download that may succeed if tried again (the link dropped, the host answered 5xx).
+    var transient = false
 }
 
 struct AgentSteps {
@@ -20,6 +22,11 @@ struct AgentSteps {
     let manifest: JSON
     let client: @Sendable () async throws -> HTTP2Client
     let auth: HTTPHeaders
+    /// The private CA (if any) that external artifact hosts may also use.
+    var caFile: String?
+    var log: @Sendable (String) -> Void = { _ in }
+    /// Forgets the server connection, so the next attempt makes a fresh one.
+    var dropClient: @Sendable () async -> Void = {}
 
     var execution: [String: JSON] { manifest.objectValue ?? [:] }
     func step(_ index: Int) -> [String: JSON] { execution["steps"]?.arrayValue?[index].objectValue ?? [:] }
@@ -41,9 +48,13 @@ struct AgentSteps {
 
     // MARK: - download
 
-    /// Fetches into downloads/<sha256>.part with Range requests of `chunk` bytes, so a dropped
-    /// link or a restart continues from what is on disk; checks the SHA-256 before moving the
-    /// file to its destination. Nothing outside the state directory is touched before that.
+    /// Fetches into downloads/<sha256>.part, from the server's artifact store (our HTTP/2
+    /// client, Range requests of `chunk` bytes) or from an external host (libcurl,
+    /// ExternalDownload.swift), so a dropped link or a restart continues from what is on disk.
+    /// A transient failure (the link, a 5xx) is retried with backoff for up to 90% of the
+    /// step's timeout — a flaky site link should slow an update down, not fail it. The
+    /// SHA-256 is checked before the file moves to its destination; nothing outside the
+    /// state directory is touched before that.
     func download(_ index: Int, chunk: Int = 4 << 20) async throws(StepFailure) {
         let step = step(index)
         guard let sha = step["sha256"]?.stringValue, isSHA256(sha), let url = step["url"]?.stringValue,
@@ -55,9 +66,41 @@ struct AgentSteps {
         if let size, let free = freeBytes(files.downloads), free < Int64(size) + (16 << 20) {
             throw StepFailure(message: "not enough disk space: \(size) bytes needed, \(free) free")
         }
-        guard url.hasPrefix("/") else {
-            throw StepFailure(message: "external artifact URLs are not supported by this agent yet: \(url)")
+        let budget = Date().addingTimeInterval(Double(step["timeout"]?.intValue ?? 3600) * 0.9)
+        var wait = 1.0
+        while true {
+            do throws(StepFailure) {
+                if url.hasPrefix("/") {
+                    try await fetchFromServer(url, into: partial, size: size, chunk: chunk)
+                } else {
+                    try await fetchExternal(url, into: partial)
+                }
+                break
+            } catch where error.transient && Date().addingTimeInterval(wait) < budget {
+                log("\(error.message); retrying in \(Int(wait)) s")
+                await dropClient()
+                try? await Task.sleep(for: .seconds(wait))
+                wait = min(wait * 2, 30)
+            }
         }
+        guard let digest = try? sha256Hex(ofFile: partial), digest == sha else {
+            // A corrupt partial file must not poison the next attempt.
+            try? FileManager.default.removeItem(atPath: partial)
+            throw StepFailure(message: "checksum mismatch: expected \(sha)")
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: (destination as NSString).deletingLastPathComponent,
+                                                    withIntermediateDirectories: true)
+            try? FileManager.default.removeItem(atPath: destination)
+            try FileManager.default.copyItem(atPath: partial, toPath: destination)
+            try FileManager.default.removeItem(atPath: partial)
+        } catch {
+            throw StepFailure(message: "cannot place the download at \(destination): \(error.localizedDescription)")
+        }
+    }
+
+    /// The server's artifact, `chunk` bytes per Range request.
+    private func fetchFromServer(_ url: String, into partial: String, size: Int?, chunk: Int) async throws(StepFailure) {
         do {
             let client = try await client()
             var have = fileSize(partial)
@@ -80,7 +123,8 @@ struct AgentSteps {
                     total = have
                     continue
                 default:
-                    throw StepFailure(message: "download answered \(response.status): \(response.bodyText.prefix(200))")
+                    throw StepFailure(message: "download answered \(response.status): \(response.bodyText.prefix(200))",
+                                      transient: response.status >= 500 || response.status == 429)
                 }
                 guard !response.body.isEmpty || have == total else { throw StepFailure(message: "download returned no bytes") }
                 try append(response.body, to: partial)
@@ -89,22 +133,24 @@ struct AgentSteps {
         } catch let failure as StepFailure {
             throw failure
         } catch {
-            throw StepFailure(message: "download interrupted: \(error)")
+            throw StepFailure(message: "download interrupted: \(error)", transient: true)
         }
-        guard let digest = try? sha256Hex(ofFile: partial), digest == sha else {
-            // A corrupt partial file must not poison the next attempt.
-            try? FileManager.default.removeItem(atPath: partial)
-            throw StepFailure(message: "checksum mismatch: expected \(sha)")
+    }
+
+    /// An external host's file, through libcurl on a thread of its own (it blocks).
+    private func fetchExternal(_ url: String, into partial: String) async throws(StepFailure) {
+        let caFile = caFile
+        let result: Result<Void, ExternalDownloadError> = await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                do throws(ExternalDownloadError) {
+                    try ExternalDownload.fetch(url, into: partial, caFile: caFile)
+                    continuation.resume(returning: .success(()))
+                } catch {
+                    continuation.resume(returning: .failure(error))
+                }
+            }
         }
-        do {
-            try FileManager.default.createDirectory(atPath: (destination as NSString).deletingLastPathComponent,
-                                                    withIntermediateDirectories: true)
-            try? FileManager.default.removeItem(atPath: destination)
-            try FileManager.default.copyItem(atPath: partial, toPath: destination)
-            try FileManager.default.removeItem(atPath: partial)
-        } catch {
-            throw StepFailure(message: "cannot place the download at \(destination): \(error.localizedDescription)")
-        }
+        if case .failure(let error) = result { throw StepFailure(message: error.message, transient: error.transient) }
     }
 
     // MARK: - scripts
