@@ -3,7 +3,7 @@
 # is linked statically). The database comes from DATABASE_URL (see docker-compose.yml).
 FROM swift:6.1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends \
-        libnghttp2-dev libpq-dev libssl-dev pkg-config \
+        libnghttp2-dev libpq-dev libssl-dev libcurl4-openssl-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Package.swift ./
