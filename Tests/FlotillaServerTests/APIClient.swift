@@ -27,10 +27,14 @@ final class APIClient: @unchecked Sendable {
     private var h2: HTTP2Client?
     private var h1: RawSocket?
 
-    init(port: Int, token: String?, wire: Wire) {
+    /// HTTP/2 over TLS to localhost instead of h2c (a server started with TLS).
+    var tls: TLSClientConfiguration?
+
+    init(port: Int, token: String?, wire: Wire, tls: TLSClientConfiguration? = nil) {
         self.port = port
         self.token = token
         self.wire = wire
+        self.tls = tls
     }
 
     func call(_ method: String, _ path: String, _ body: String? = nil, headers extra: [String: String] = [:]) async throws -> APIResponse {
@@ -39,7 +43,13 @@ final class APIClient: @unchecked Sendable {
         if body != nil { headers["content-type"] = "application/json" }
         switch wire {
         case .h2:
-            if h2 == nil { h2 = try await HTTP2Client.connect(to: "http://127.0.0.1:\(port)") }
+            if h2 == nil {
+                if let tls {
+                    h2 = try await HTTP2Client.connect(to: "https://localhost:\(port)", tls: tls)
+                } else {
+                    h2 = try await HTTP2Client.connect(to: "http://127.0.0.1:\(port)")
+                }
+            }
             let response = try await h2!.send(ClientRequest(
                 method: method, path: path, headers: HTTPHeaders(headers.map { ($0.key, $0.value) }),
                 body: body.map { .bytes(Array($0.utf8)) } ?? .none))

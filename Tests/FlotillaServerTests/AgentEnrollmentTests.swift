@@ -14,13 +14,9 @@ final class AgentEnrollmentTests: XCTestCase {
     func testAnEnrolledAgentWaitsForApprovalThenRunsAFlow() async throws {
         let server = try APIServer()
         let admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
-        let work = NSTemporaryDirectory() + "flotilla-enroll-test-" + UUID().uuidString
-        defer { try? FileManager.default.removeItem(atPath: work) }
-        try FileManager.default.createDirectory(atPath: work + "/device/models", withIntermediateDirectories: true)
-        try "1.0\n".write(toFile: work + "/device/models/VERSION", atomically: true, encoding: .utf8)
-        try AgentTests.flow.write(toFile: work + "/agent-test.yaml", atomically: true, encoding: .utf8)
-        expect(try await admin.call("POST", "/api/v1/flows", try FlowFiles.document(atPath: work + "/agent-test.yaml").serialized), 201)
-        try await admin.uploadSampleArtifact()
+        let rig = try await AgentRig.make(admin: admin)
+        defer { rig.remove() }
+        let work = rig.work
         expect(try await admin.call("POST", "/api/v1/groups", #"{"name":"field"}"#), 201)
         let created = try await admin.call("POST", "/api/v1/enrollment-tokens", #"{"name":"field-day","group":"field","require_approval":true}"#)
         let secret = try XCTUnwrap(created.json["secret"]?.stringValue)
@@ -47,29 +43,20 @@ final class AgentEnrollmentTests: XCTestCase {
         XCTAssertEqual(device.json["labels"]?["crop"], .string("wheat"))
 
         // The agent polls while pending (refused, backing off), then works once accepted.
-        let body = #"{"flow":{"name":"agent-test"},"target":{"groups":["field"]},"params":{"version":"2.0","artifact":"\#(sampleSHA)","size":\#(sampleArtifact.utf8.count),"root":"\#(work)/device"}}"#
-        var log = ""
-        var running = try startAgent(agent, config: config, state: work + "/state")
+        let body = rig.deployment(version: "2.0", target: #"{"groups":["field"]}"#)
+        let waiting = try rig.startAgent(["--config", config])
         try await Task.sleep(for: .milliseconds(1500))
         expect(try await admin.call("POST", "/api/v1/deployments", body), 422)  // a pending device is not a target
         expect(try await admin.call("POST", "/api/v1/devices/sensor-9/accept"), 200)
         let deployed = try await admin.call("POST", "/api/v1/deployments", body)
         expect(deployed, 201)
         let deployment = try XCTUnwrap(deployed.json["id"]?.stringValue)
-        var execution = JSON.null
-        for _ in 0..<300 {
-            if !running.isRunning {  // the flow's reboot: the agent exits, its supervisor (we) restarts it
-                log += running.readToEnd()
-                running = try startAgent(agent, config: config, state: work + "/state")
-            }
-            execution = try await admin.execution(deployment, device: "sensor-9")
-            if execution["state"] == .string("succeeded") { break }
-            try await Task.sleep(for: .milliseconds(100))
+        // The same process goes on: accepted, it picks the deployment up within poll_max.
+        var first: ChildProcess? = waiting
+        let (execution, log, _) = try await rig.supervise(deployment, device: "sensor-9", admin: admin) {
+            if let running = first { first = nil; return running }
+            return try rig.startAgent(["--config", config])
         }
-        running.signal(SIGKILL)
-        log += running.readToEnd()
-        _ = running.wait()
-        TestLog.append(log)
         XCTAssertEqual(execution["state"], .string("succeeded"), log)
         XCTAssertTrue(log.contains("device_pending"), "the pending device was refused first\n\(log)")
         XCTAssertTrue(log.contains(" configured"), log)
@@ -77,10 +64,5 @@ final class AgentEnrollmentTests: XCTestCase {
         XCTAssertEqual(try String(contentsOfFile: work + "/device/models/VERSION", encoding: .utf8), "2.0\n")
         await admin.close()
         await server.stop()
-    }
-
-    private func startAgent(_ agent: String, config: String, state: String) throws -> ChildProcess {
-        try ChildProcess(agent, ["run", "--config", config, "--state-dir", state, "--poll-wait", "1", "--poll-max", "1",
-                                 "--reboot-command", "exit"])
     }
 }

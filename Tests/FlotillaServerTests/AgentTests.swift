@@ -31,6 +31,7 @@ final class AgentTests: XCTestCase {
           install_extra: {type: string, default: "true"}
           install_timeout: {type: integer, default: 20}
           verify_extra: {type: string, default: "true"}
+          rollback_extra: {type: string, default: "true"}
         steps:
           - name: fetch model
             download:
@@ -58,19 +59,17 @@ final class AgentTests: XCTestCase {
         rollback:
           snapshot:
             - "${root}/models"
-          script: echo restored >> "${root}/rollback.log"
+          script: echo restored >> "${root}/rollback.log" && ${rollback_extra}
           timeout: 30
         """
+
+    var rig: AgentRig!
 
     override func setUp() async throws {
         server = try APIServer()
         admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
-        work = NSTemporaryDirectory() + "flotilla-agent-test-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-        try Self.flow.write(toFile: work + "/agent-test.yaml", atomically: true, encoding: .utf8)
-        let applied = try await admin.call("POST", "/api/v1/flows", try FlowFiles.document(atPath: work + "/agent-test.yaml").serialized)
-        XCTAssertEqual(applied.status, 201, applied.text)
-        try await admin.uploadSampleArtifact()
+        rig = try await AgentRig.make(admin: admin)
+        work = rig.work
         try writeKnownGood()
         modelsBefore = try tree(work + "/device/models")
         device = try await ScriptedDevice(server: server, admin: admin, name: "camera-1")
@@ -80,7 +79,7 @@ final class AgentTests: XCTestCase {
         await device?.client.close()
         await admin.close()
         await server.stop()
-        try? FileManager.default.removeItem(atPath: work)
+        rig?.remove()
     }
 
     // MARK: - Scenarios
@@ -106,8 +105,7 @@ final class AgentTests: XCTestCase {
     /// Two deployments for the same app before the device polls: the newer supersedes the
     /// older queued one on the server, and the agent installs only the newer.
     func testTheNewerOfTwoQueuedDeploymentsWins() async throws {
-        let older = #"{"flow":{"name":"agent-test"},"target":{"devices":["camera-1"]},"params":{"version":"4.0","artifact":"\#(sampleSHA)","size":\#(sampleArtifact.utf8.count),"root":"\#(work!)/device"}}"#
-        let created = try await admin.call("POST", "/api/v1/deployments", older)
+        let created = try await admin.call("POST", "/api/v1/deployments", rig.deployment(version: "4.0"))
         XCTAssertEqual(created.status, 201, created.text)
         let olderID = try XCTUnwrap(created.json["id"]?.stringValue)
         let (state, output, _) = try await deployAndRun(version: "5.0")
@@ -150,8 +148,8 @@ final class AgentTests: XCTestCase {
     func testReportsWaitInTheOutboxWhileTheServerIsDown() async throws {
         let port = server.port
         let gate = work + "/device/go"
-        let body = #"{"flow":{"name":"agent-test"},"target":{"devices":["camera-1"]},"params":{"version":"3.0","artifact":"\#(sampleSHA)","size":\#(sampleArtifact.utf8.count),"root":"\#(work!)/device","install_extra":"touch \#(work!)/device/running; while [ ! -f \#(gate) ]; do sleep 0.05; done","install_timeout":60}}"#
-        let created = try await admin.call("POST", "/api/v1/deployments", body)
+        let created = try await admin.call("POST", "/api/v1/deployments", rig.deployment(
+            version: "3.0", params: #""install_extra":"touch \#(work!)/device/running; while [ ! -f \#(gate) ]; do sleep 0.05; done","install_timeout":60"#))
         XCTAssertEqual(created.status, 201, created.text)
         let deployment = try XCTUnwrap(created.json["id"]?.stringValue)
         var agent = try startAgent(environment: [:])
@@ -252,46 +250,18 @@ final class AgentTests: XCTestCase {
 
     // MARK: - Harness
 
-    /// Deploys agent-test `version` to the device and supervises the agent (restarting it
-    /// whenever it exits: reboots and kills) until the server's execution is terminal.
+    /// Deploys agent-test `version` to the device and supervises the agent (AgentRig) until
+    /// the server's execution is terminal.
     private func deployAndRun(version: String = "2.0", params: String = "", environment: [String: String] = [:])
         async throws -> (execution: JSON, output: String, starts: Int) {
-        let extra = params.isEmpty ? "" : "," + params
-        let body = #"{"flow":{"name":"agent-test"},"target":{"devices":["camera-1"]},"params":{"version":"\#(version)","artifact":"\#(sampleSHA)","size":\#(sampleArtifact.utf8.count),"root":"\#(work!)/device"\#(extra)}}"#
-        let created = try await admin.call("POST", "/api/v1/deployments", body)
+        let created = try await admin.call("POST", "/api/v1/deployments", rig.deployment(version: version, params: params))
         XCTAssertEqual(created.status, 201, created.text)
         let deployment = try XCTUnwrap(created.json["id"]?.stringValue)
-        var output = "", starts = 0
-        var agent: ChildProcess?
-        let deadline = Date().addingTimeInterval(60)
-        var execution = JSON.null
-        while Date() < deadline {
-            if agent == nil || agent?.isRunning == false {
-                if let agent { output += agent.readToEnd() }
-                XCTAssertLessThan(starts, 8, "the agent keeps exiting\n\(output)")
-                agent = try startAgent(environment: environment)
-                starts += 1
-            }
-            execution = try await admin.execution(deployment, device: "camera-1")
-            if ["succeeded", "failed", "rolled_back", "rollback_failed", "canceled"].contains(execution["state"]?.stringValue ?? "") {
-                break
-            }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        // Let the agent finish its bookkeeping (last report, heartbeat), then stop it.
-        try await Task.sleep(for: .milliseconds(300))
-        agent?.signal(SIGKILL)
-        if let agent { output += agent.readToEnd(); _ = agent.wait() }
-        TestLog.append(output)
-        return (execution, output, starts)
+        return try await rig.supervise(deployment, admin: admin) { try startAgent(environment: environment) }
     }
 
     private func startAgent(environment: [String: String]) throws -> ChildProcess {
-        try ChildProcess(productsDirectory.appendingPathComponent("flotilla-agent").path,
-                         ["run", "--config", work + "/none.conf", "--server", server.url, "--token", device.token,
-                          "--state-dir", work + "/state", "--poll-wait", "1", "--poll-min", "0", "--poll-max", "2",
-                          "--reboot-command", "exit"],
-                         environment: ProcessInfo.processInfo.environment.merging(environment) { $1 })
+        try rig.startAgent(["--config", work + "/none.conf", "--server", server.url, "--token", device.token], environment: environment)
     }
 
     private func agentStatus() throws -> JSON {

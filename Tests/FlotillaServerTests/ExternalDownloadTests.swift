@@ -48,16 +48,13 @@ final class ExternalDownloadTests: XCTestCase {
     func testRedirectDropAndResumeThenA404() async throws {
         let server = try APIServer()
         let admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
-        let work = NSTemporaryDirectory() + "flotilla-external-" + UUID().uuidString
-        defer { try? FileManager.default.removeItem(atPath: work) }
-        try FileManager.default.createDirectory(atPath: work + "/device/models", withIntermediateDirectories: true)
-        try "1.0\n".write(toFile: work + "/device/models/VERSION", atomically: true, encoding: .utf8)
-        try sampleArtifact.write(toFile: work + "/model.bin", atomically: true, encoding: .utf8)
         // The agent-test flow, downloading from a URL instead of the server's store.
         let flow = AgentTests.flow.replacingOccurrences(of: #"artifact: "${artifact}""#, with: #"url: "${url}""#)
             .replacingOccurrences(of: "  artifact: {type: string}", with: "  artifact: {type: string}\n  url: {type: string}")
-        try flow.write(toFile: work + "/flow.yaml", atomically: true, encoding: .utf8)
-        expect(try await admin.call("POST", "/api/v1/flows", try FlowFiles.document(atPath: work + "/flow.yaml").serialized), 201)
+        let rig = try await AgentRig.make(admin: admin, flow: flow)
+        defer { rig.remove() }
+        let work = rig.work
+        try sampleArtifact.write(toFile: work + "/model.bin", atomically: true, encoding: .utf8)
         let device = try await ScriptedDevice(server: server, admin: admin, name: "camera-1")
 
         let host = try ChildProcess("/usr/bin/python3", ["-c", Self.host, work + "/model.bin", work + "/host.log"])
@@ -65,25 +62,13 @@ final class ExternalDownloadTests: XCTestCase {
         let port = try XCTUnwrap(host.readLine().flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
 
         func run(_ version: String, path: String) async throws -> JSON {
-            let body = #"{"flow":{"name":"agent-test"},"target":{"devices":["camera-1"]},"params":{"version":"\#(version)","artifact":"\#(sampleSHA)","url":"http://127.0.0.1:\#(port)\#(path)","size":\#(sampleArtifact.utf8.count),"root":"\#(work)/device"}}"#
-            let created = try await admin.call("POST", "/api/v1/deployments", body)
+            let created = try await admin.call("POST", "/api/v1/deployments",
+                                               rig.deployment(version: version, params: #""url":"http://127.0.0.1:\#(port)\#(path)""#))
             expect(created, 201)
             let deployment = try XCTUnwrap(created.json["id"]?.stringValue)
-            var agent = try startAgent(work, server: server, token: device.token)
-            var output = "", execution = JSON.null
-            for _ in 0..<300 {
-                if !agent.isRunning {  // the flow's reboot
-                    output += agent.readToEnd()
-                    agent = try startAgent(work, server: server, token: device.token)
-                }
-                execution = try await admin.execution(deployment, device: "camera-1")
-                if ["succeeded", "failed", "rolled_back"].contains(execution["state"]?.stringValue ?? "") { break }
-                try await Task.sleep(for: .milliseconds(100))
+            let (execution, output, _) = try await rig.supervise(deployment, admin: admin) {
+                try rig.startAgent(["--config", work + "/none.conf", "--server", server.url, "--token", device.token])
             }
-            agent.signal(SIGKILL)
-            output += agent.readToEnd()
-            _ = agent.wait()
-            TestLog.append(output)
             XCTAssertNotEqual(execution["failure"]?["message"]?.stringValue?.contains("not supported"), true, output)
             return execution
         }
@@ -102,12 +87,5 @@ final class ExternalDownloadTests: XCTestCase {
         await device.client.close()
         await admin.close()
         await server.stop()
-    }
-
-    private func startAgent(_ work: String, server: APIServer, token: String) throws -> ChildProcess {
-        try ChildProcess(productsDirectory.appendingPathComponent("flotilla-agent").path,
-                         ["run", "--config", work + "/none.conf", "--server", server.url, "--token", token,
-                          "--state-dir", work + "/state", "--poll-wait", "1", "--poll-min", "0", "--poll-max", "1",
-                          "--reboot-command", "exit"])
     }
 }
