@@ -148,6 +148,7 @@ extension ManagementAPI {
             let installed = body.object("installed") ?? [:]
             let attributes = body.attributes("attributes")
             let booted = body.value("booted", required: false)
+            let bootID = body.string("boot_id")
             try body.finish()
             var versions: [String: String] = [:]
             var problems: [Problem] = []
@@ -157,16 +158,24 @@ extension ManagementAPI {
                 }
             }
             if let booted, booted != .bool(true) && booted != .bool(false) { problems.append(Problem(field: "booted", message: "must be true or false")) }
+            if let bootID, !(1...64).contains(bootID.utf8.count) { problems.append(Problem(field: "boot_id", message: "must be 1 to 64 bytes")) }
             if !problems.isEmpty { throw APIError.invalid(problems) }
             let now = Timestamp(engine.clock.now())
             let apps = versions.keys.sorted()
             let appVersions = apps.map { versions[$0]! }
             let reported = versions
-            let inFlight = try await db.withConnection { conn in
+            // A boot is news only once: with a boot_id, a retried heartbeat about the same boot
+            // changes nothing (the conditional write below updates no row).
+            let newBootID = booted == .bool(true) ? bootID : nil
+            let results = try await db.withConnection { conn in
                 try conn.pipeline([
                     """
                     UPDATE devices SET last_seen_at = \(now)::timestamptz, attributes = coalesce(\(attributes)::jsonb, attributes)
                     WHERE id = \(device.id)::uuid
+                    """,
+                    """
+                    UPDATE devices SET last_boot_id = \(newBootID) WHERE id = \(device.id)::uuid
+                      AND \(newBootID)::text IS NOT NULL AND last_boot_id IS DISTINCT FROM \(newBootID)::text
                     """,
                     """
                     INSERT INTO installed_versions (device_id, app, version, updated_at)
@@ -178,10 +187,12 @@ extension ManagementAPI {
                     SELECT id::text, app FROM executions WHERE device_id = \(device.id)::uuid
                     AND state IN ('downloading', 'installing', 'rebooting', 'verifying', 'rolling_back')
                     """,
-                ])[2].map { try $0.decode(String.self, String.self) }
+                ])
             }
+            let inFlight = try results[3].map { try $0.decode(String.self, String.self) }
+            let newBoot = bootID == nil || results[1].affectedRows == 1
             // "I just booted": each started execution learns which version the device came back with.
-            if booted == .bool(true) {
+            if booted == .bool(true) && newBoot {
                 // An app the heartbeat does not mention tells us nothing: leave its execution alone.
                 for (execution, app) in inFlight {
                     guard let version = reported[app] else { continue }

@@ -302,6 +302,29 @@ final class DeploymentTests: XCTestCase {
         await replica.stop()
     }
 
+    /// A heartbeat saying "I just booted" with a boot_id counts once: retried (the same
+    /// boot), it is not taken for a second reboot; a new boot during verify is one.
+    func testABootIsCountedOncePerBootID() async throws {
+        let cam = try await ScriptedDevice(server: server, admin: admin, name: "cam-boot")
+        let deployment = try await deploy(hardhatDeployment(version: "2.0", target: #"{"devices":["cam-boot"]}"#))
+        let next = try await cam.next()
+        let execution = try XCTUnwrap(next)
+        let exec = try XCTUnwrap(execution["id"]?.stringValue)
+        try await cam.succeed(execution, steps: 0...1, version: "2.0", app: "hardhat-detector")
+        expect(try await cam.report(exec, "step_started", step: 2), 200)
+        let beat = #"{"installed":{"hardhat-detector":"2.0"},"booted":true,"boot_id":"boot-1"}"#
+        for _ in 0..<2 {  // the second is a retry of the first
+            expect(try await cam.client.call("POST", "/api/v1/agent/heartbeat", beat), 200)
+            let state = try await admin.execution(deployment, device: "cam-boot")["state"]
+            XCTAssertEqual(state, .string("verifying"))
+        }
+        expect(try await cam.client.call("POST", "/api/v1/agent/heartbeat", beat.replacingOccurrences(of: "boot-1", with: "boot-2")), 200)
+        let after = try await admin.execution(deployment, device: "cam-boot")
+        XCTAssertEqual(after["state"], .string("rolling_back"), "a real second boot during verify: \(after)")
+        XCTAssertEqual(after["failure"]?["cause"], .string("unexpected_reboot"))
+        expect(try await cam.client.call("POST", "/api/v1/agent/heartbeat", #"{"booted":true,"boot_id":""}"#), 422)
+    }
+
     func testBadDeploymentRequests() async throws {
         _ = try await ScriptedDevice(server: server, admin: admin, name: "cam-1", groups: ["site-berlin"])
         expect(try await admin.call("POST", "/api/v1/deployments", #"{"flow":{"name":"nope"},"target":{"devices":["cam-1"]}}"#), 404, code: "not_found")
