@@ -29,12 +29,20 @@ extension Serve {
         let interval = Duration.milliseconds(Int(sweepInterval * 1000))
         let logger = Logger(label: "flotilla.sweeper")
         return Task {
+            var nextCollection = ContinuousClock.now
             while !Task.isCancelled {
                 do {
                     // A full batch means more are overdue: sweep again at once.
                     while try await management.sweepDeadlines() == 500 {}
                 } catch {
                     logger.warning("deadline sweep failed", metadata: ["error": .string(String(describing: error))])
+                }
+                // At start, then hourly: artifact files that a failed upload left behind.
+                if ContinuousClock.now >= nextCollection {
+                    nextCollection = ContinuousClock.now + .seconds(3600)
+                    do { try await management.collectOrphanArtifacts() } catch {
+                        logger.warning("artifact collection failed", metadata: ["error": .string(String(describing: error))])
+                    }
                 }
                 try? await Task.sleep(for: interval)
             }

@@ -50,6 +50,33 @@ public struct ArtifactFiles: Sendable {
         unlink(path(of: sha256))
     }
 
+    /// Every content address with a file (for the orphan collector).
+    public func storedHashes() -> [String] {
+        let root = directory + "/sha256"
+        var hashes: [String] = []
+        for prefix in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [] {
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: root + "/" + prefix)) ?? [] where name.hasPrefix(prefix) {
+                hashes.append(name)
+            }
+        }
+        return hashes.sorted()
+    }
+
+    /// Removes upload files left in incoming/ by a crash, once older than `seconds`
+    /// (a live upload writes to its file all the time). Returns how many went.
+    @discardableResult
+    public func removeStaleIncoming(olderThan seconds: Int) -> Int {
+        let incoming = directory + "/incoming"
+        let now = time(nil)
+        var removed = 0
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: incoming)) ?? [] {
+            var info = stat()
+            guard stat(incoming + "/" + name, &info) == 0, now - info.st_mtim.tv_sec > seconds else { continue }
+            if unlink(incoming + "/" + name) == 0 { removed += 1 }
+        }
+        return removed
+    }
+
     static func fsyncDirectory(_ path: String) throws {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw ArtifactFileError.io("open \(path)", errno) }

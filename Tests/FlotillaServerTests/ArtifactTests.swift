@@ -215,4 +215,28 @@ final class ArtifactTests: XCTestCase {
         expect(try await cam.client.call("GET", url), 404)
         expect(try await admin.call("DELETE", "/api/v1/artifacts/\(modelSHA)"), 404)
     }
+
+    /// A file no row names (an upload whose commit failed after the rename) and a crashed
+    /// upload's leftover are collected; a stored artifact and a fresh upload file are not.
+    func testOrphanedFilesAreCollected() async throws {
+        let stored = try await admin.call("POST", "/api/v1/artifacts?name=model.zip", sampleArtifact)
+        expect(stored, 201)
+        let orphan = hexString(Secrets.sha256(Array("lost in a failed commit".utf8)))
+        let orphanPath = server.artifactDirectory + "/sha256/\(orphan.prefix(2))/\(orphan)"
+        try FileManager.default.createDirectory(atPath: (orphanPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try "lost in a failed commit".write(toFile: orphanPath, atomically: true, encoding: .utf8)
+        let crashed = server.artifactDirectory + "/incoming/crashed-upload", live = server.artifactDirectory + "/incoming/live-upload"
+        for path in [crashed, live] { FileManager.default.createFile(atPath: path, contents: Data("partial".utf8)) }
+        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-2 * 86_400)], ofItemAtPath: crashed)
+
+        let removed = try await server.api.collectOrphanArtifacts()
+        XCTAssertEqual(removed, [orphan])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: orphanPath))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: crashed))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: live), "an upload still being written stays")
+        let content = try await admin.call("GET", "/api/v1/artifacts/\(sampleSHA)/content")
+        XCTAssertEqual(content.text, sampleArtifact, "the stored artifact is untouched")
+        let again = try await server.api.collectOrphanArtifacts()
+        XCTAssertEqual(again, [])
+    }
 }
