@@ -96,18 +96,13 @@ final class AgentDaemon: @unchecked Sendable {
             try trust!.accepted(issuedAt: signed.issuedAt)
             execution = signed.execution  // the signed copy; the unsigned one beside it is ignored
         }
-        guard let fields = execution.objectValue,
-              let id = fields["id"]?.stringValue, let app = fields["app"]?.stringValue,
-              let version = fields["version"]?.stringValue, let steps = fields["steps"]?.arrayValue else {
+        guard let fields = execution.objectValue, let job = AgentJob(manifest: fields) else {
             log("ignoring a manifest without id, app, version or steps")
             return
         }
-        let kinds = steps.map { StepKind(rawValue: $0.objectValue?["kind"]?.stringValue ?? "") ?? .run }
-        let job = AgentJob(executionID: id, app: app, version: version, steps: kinds,
-                           rollbackReboots: fields["rollback"]?.objectValue?["reboot"] == .bool(true))
         try AgentFiles.writeAtomically(execution, to: files.manifestPath)
         manifest = execution
-        log("execution \(id): \(app) \(version), \(steps.count) steps")
+        log("execution \(job.executionID): \(job.app) \(job.version), \(job.steps.count) steps")
         await perform(machine.manifestReceived(job, serverState: fields["state"]?.stringValue ?? "queued",
                                                serverSeq: fields["seq"]?.intValue ?? 0, serverStep: fields["step"]?.intValue ?? 0))
     }

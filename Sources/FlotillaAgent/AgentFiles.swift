@@ -102,13 +102,7 @@ struct AgentFiles: Sendable {
 
     /// Queues a report; delivered in seq order by `pendingReports`.
     func enqueue(_ report: OutgoingReport) throws {
-        var body: [(String, JSON)] = [("seq", .int(report.seq)), ("event", .string(report.event))]
-        if let step = report.step { body.append(("step", .int(step))) }
-        if let message = report.message { body.append(("message", .string(message))) }
-        if let code = report.exitCode { body.append(("exit_code", .int(code))) }
-        if let tail = report.logTail { body.append(("log_tail", .string(tail))) }
-        if let version = report.version { body.append(("version", .string(version))) }
-        let entry = JSON.fields([("execution", .string(report.execution)), ("body", .fields(body))])
+        let entry = JSON.fields([("execution", .string(report.execution)), ("body", report.body)])
         // Sequence numbers only grow within an execution; a global counter orders across them.
         // Zero-padded to a fixed width so that name order is number order. (Not
         // String(format: "%d"): that takes a 32-bit int and mangled 64-bit numbers.)

@@ -81,8 +81,15 @@ struct Simulate: AsyncParsableCommand {
             .register(devices, prefix: namePrefix, group: group, clients: clients)
         log("registered \(registered.count) devices (\(namePrefix)*) in \(String(format: "%.1f", Date().timeIntervalSince(started))) s over \(count) connections")
 
+        // Virtual devices check manifest signatures as agents do, against the server's key.
+        let keyAnswer = try await clients[0].send(ClientRequest(path: "/api/v1/agent/signing-key"))
+        guard keyAnswer.status == 200, let keyText = (try? JSON.parse(keyAnswer.body))?.objectValue?["public_key"]?.stringValue,
+              let signingKey = Base64URL.decode(keyText), signingKey.count == 32 else {
+            throw ValidationError("GET /api/v1/agent/signing-key answered \(keyAnswer.status)")
+        }
         let stats = SimulatorStats()
-        let behaviour = VirtualDevice.Behaviour(stepTime: stepTime, failures: try FailureRates(failures), pollWait: pollWait)
+        let behaviour = VirtualDevice.Behaviour(stepTime: stepTime, failures: try FailureRates(failures), pollWait: pollWait,
+                                                signingKey: signingKey)
         let runStarted = Date()
         let connected = clients
         await withTaskGroup(of: Void.self) { tasks in

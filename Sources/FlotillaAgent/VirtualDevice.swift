@@ -1,7 +1,9 @@
-// One simulated device: poll, walk the manifest's steps with reports, roll back when
-// told. Reports are retried with the same seq after a network error (the server answers
-// a repeat as `duplicate`), so a flaky link never double-applies a step.
+// One simulated device: poll, then run the execution through the agent's own decision
+// logic (AgentMachine) with simulated activities. Reports are retried with the same seq
+// after a network error (the server answers a repeat as `duplicate`), so a flaky link
+// never double-applies a step.
 
+import FlotillaCore
 import FlotillaJSON
 import FlotillaTransport
 import Foundation
@@ -18,6 +20,8 @@ struct VirtualDevice: Sendable {
         let stepTime: Double
         let failures: FailureRates
         let pollWait: Int
+        /// The server's manifest key: a manifest is run only if its signature checks.
+        let signingKey: [UInt8]
     }
 
     private let identity: Identity
@@ -42,8 +46,16 @@ struct VirtualDevice: Sendable {
                 backoff = 0.5
                 switch response.status {
                 case 200:
-                    guard let execution = (try? JSON.parse(response.body))?.objectValue?["execution"] else { throw SimulatedError.bad(response) }
-                    try await perform(execution)
+                    // The same check as the agent's (ManifestTrust), kept in memory: signature,
+                    // this device's token, expiry. Only the signed copy is acted on.
+                    let trust = ManifestTrust(path: "", publicKey: behaviour.signingKey)
+                    switch trust.check(try JSON.parse(response.body), token: identity.token, now: Int(Date().timeIntervalSince1970)) {
+                    case .success(let signed):
+                        try await perform(signed.execution)
+                    case .failure:
+                        stats.count(\.refused)
+                        try await Task.sleep(for: .seconds(1))
+                    }
                 case 204:
                     continue
                 default:
@@ -59,61 +71,82 @@ struct VirtualDevice: Sendable {
         }
     }
 
+    /// Runs one execution through the agent's own machine (FlotillaCore's AgentMachine),
+    /// as the real agent does, with simulated activities: each takes `stepTime` and fails
+    /// with its kind's rate. Only the journal, the outbox and the scripts are left out.
     private func perform(_ execution: JSON) async throws {
         let fields = execution.objectValue ?? [:]
-        guard let id = fields["id"]?.stringValue, let steps = fields["steps"]?.arrayValue else { return }
-        let version = fields["version"]?.stringValue ?? ""
-        var seq = fields["seq"]?.intValue ?? 0
-        func report(_ event: String, step: Int? = nil, extra: [String: JSON] = [:]) async throws -> [String: JSON] {
-            seq += 1
-            var body = extra
-            body["seq"] = .int(seq)
-            body["event"] = .string(event)
-            if let step { body["step"] = .int(step) }
-            let request = ClientRequest(method: "POST", path: "/api/v1/agent/executions/\(id)/reports", headers: auth,
-                                        body: .bytes(Array(JSON.object(body).serialized.utf8)))
-            while true {
-                do {
-                    let response = try await identity.client.send(request)
-                    let answer = (try? JSON.parse(response.body))?.objectValue ?? [:]
-                    if response.status == 200 {
-                        if answer["result"]?.stringValue == "accepted" { stats.accepted() }
-                        return answer
+        guard let job = AgentJob(manifest: fields) else { return }
+        var machine = AgentMachine()
+        var decision = machine.manifestReceived(job, serverState: fields["state"]?.stringValue ?? "queued",
+                                                serverSeq: fields["seq"]?.intValue ?? 0, serverStep: fields["step"]?.intValue ?? 0)
+        var serverState = "unknown"
+        while case .accepted(var actions) = decision {
+            var next: AgentDecision?
+            while next == nil, !actions.isEmpty {
+                switch actions.removeFirst() {
+                case .report(let report):
+                    let answer = try await send(report)
+                    serverState = answer["state"]?.stringValue ?? serverState
+                    // The server may have moved on (a deadline, a cancel): its directive steers.
+                    if let directive = answer["directive"]?.stringValue.flatMap(Directive.init(rawValue:)), directive != .proceed,
+                       case .accepted(let steered) = machine.directiveReceived(directive), !steered.isEmpty {
+                        next = .accepted(steered)
                     }
-                    stats.count(\.rejected)  // 409: the server moved on (deadline, cancel); its state wins
-                    return answer["error"]?.objectValue?["details"]?.objectValue ?? [:]
-                } catch {
-                    if stats.stopped { throw error }
-                    stats.count(\.errors)
-                    try await Task.sleep(for: .seconds(Double.random(in: 0.5...1.5)))
+                case .download:
+                    next = try await activity("download", &machine)
+                case .runScript:
+                    next = try await activity("run", &machine)
+                case .healthCheck:
+                    next = try await activity("verify", &machine)
+                case .runRollbackScript:
+                    next = try await activity("rollback", &machine)
+                case .snapshot, .restoreSnapshot, .verifyRestore:
+                    next = machine.activitySucceeded()
+                case .reboot:
+                    // A failed reboot is the machine's activity failure; a good one, the next start.
+                    try await pause()
+                    next = behaviour.failures.fails("reboot") ? machine.activityFailed("simulated reboot failure") : machine.started()
+                case .dropSnapshot:
+                    break
+                case .finished(let outcome, _, _):
+                    stats.ended(serverState == "unknown" ? outcome.rawValue : serverState)
+                    return
                 }
             }
+            guard let next else { return }
+            decision = next
         }
-        func pause() async throws { if behaviour.stepTime > 0 { try await Task.sleep(for: .seconds(behaviour.stepTime)) } }
+    }
 
-        var answer: [String: JSON] = ["directive": fields["directive"] ?? .string("continue")]
-        var step = fields["step"]?.intValue ?? 0
-        while answer["directive"]?.stringValue == "continue" && step < steps.count {
-            let kind = steps[step].objectValue?["kind"]?.stringValue ?? "run"
-            answer = try await report("step_started", step: step)
-            guard answer["directive"]?.stringValue == "continue" else { break }
-            try await pause()
-            if behaviour.failures.fails(kind) {
-                answer = try await report("step_failed", step: step, extra: ["message": .string("simulated \(kind) failure"), "exit_code": .int(1)])
-            } else if kind == "reboot" {
-                answer = try await report("booted", extra: ["version": .string(version)])
-            } else {
-                answer = try await report("step_succeeded", step: step)
+    private func activity(_ kind: String, _ machine: inout AgentMachine) async throws -> AgentDecision {
+        try await pause()
+        return behaviour.failures.fails(kind) ? machine.activityFailed("simulated \(kind) failure", exitCode: 1) : machine.activitySucceeded()
+    }
+
+    private func pause() async throws { if behaviour.stepTime > 0 { try await Task.sleep(for: .seconds(behaviour.stepTime)) } }
+
+    /// Sends one report, again with the same seq after a network error (the server answers a
+    /// repeat as `duplicate`). Returns the answer, or a 409's details (the server's state).
+    private func send(_ report: OutgoingReport) async throws -> [String: JSON] {
+        let request = ClientRequest(method: "POST", path: "/api/v1/agent/executions/\(report.execution)/reports", headers: auth,
+                                    body: .bytes(Array(report.body.serialized.utf8)))
+        while true {
+            do {
+                let response = try await identity.client.send(request)
+                let answer = (try? JSON.parse(response.body))?.objectValue ?? [:]
+                if response.status == 200 {
+                    if answer["result"]?.stringValue == "accepted" { stats.accepted() }
+                    return answer
+                }
+                stats.count(\.rejected)  // 409: the server moved on (deadline, cancel); its state wins
+                return answer["error"]?.objectValue?["details"]?.objectValue ?? [:]
+            } catch {
+                if stats.stopped { throw error }
+                stats.count(\.errors)
+                try await Task.sleep(for: .seconds(Double.random(in: 0.5...1.5)))
             }
-            step += 1
         }
-        if answer["directive"]?.stringValue == "roll_back" {
-            try await pause()
-            answer = behaviour.failures.fails("rollback")
-                ? try await report("rollback_failed", extra: ["message": .string("simulated rollback failure")])
-                : try await report("rollback_succeeded")
-        }
-        stats.ended(answer["state"]?.stringValue ?? "unknown")
     }
 }
 
@@ -124,7 +157,7 @@ enum SimulatedError: Error {
 /// Counters shared by every virtual device.
 final class SimulatorStats: Sendable {
     struct Snapshot {
-        var accepted = 0, rejected = 0, errors = 0
+        var accepted = 0, rejected = 0, errors = 0, refused = 0
         /// When the first and the latest accepted report came back: the busy window.
         var firstAccepted: Date?, lastAccepted: Date?
         var acceptedPerSecond: Double {
@@ -143,14 +176,15 @@ final class SimulatorStats: Sendable {
         func summary(seconds: Double) -> String {
             var text = "simulated \(String(format: "%.1f", seconds)) s: \(accepted) reports accepted (\(String(format: "%.0f", acceptedPerSecond))/s while busy), \(ended) executions ended"
             for (state, n) in outcomes.sorted(by: { $0.key < $1.key }) { text += "\n  \(state): \(n)" }
-            text += "\n  reports rejected (409): \(rejected)\n  request errors: \(errors)"
+            text += "\n  reports rejected (409): \(rejected)\n  request errors: \(errors)\n  manifests refused (bad signature): \(refused)"
             return text
         }
 
         func json(seconds: Double) -> JSON {
             .fields([("seconds", .number(String(format: "%.3f", seconds))), ("reports_accepted", .int(accepted)),
                      ("accepted_per_second", .number(String(format: "%.1f", acceptedPerSecond))),
-                     ("reports_rejected", .int(rejected)), ("errors", .int(errors)), ("executions_ended", .int(ended)),
+                     ("reports_rejected", .int(rejected)), ("errors", .int(errors)), ("manifests_refused", .int(refused)),
+                     ("executions_ended", .int(ended)),
                      ("outcomes", .object(outcomes.mapValues { .int($0) }))])
         }
     }

@@ -55,6 +55,7 @@ final class SimulatorTests: XCTestCase {
         XCTAssertEqual(summary["outcomes"], .object(["succeeded": .int(12)]))
         XCTAssertEqual(summary["reports_rejected"]?.intValue, 0)
         XCTAssertEqual(summary["errors"]?.intValue, 0)
+        XCTAssertEqual(summary["manifests_refused"]?.intValue, 0, "every manifest's signature checked out")
         // download, install, reboot (started + booted), verify: eight accepted reports each.
         XCTAssertEqual(summary["reports_accepted"]?.intValue, 12 * 8)
         XCTAssertEqual(deployment["outcome"], .string("succeeded"))
