@@ -36,6 +36,9 @@ final class RoleMatrixTests: XCTestCase {
         for role in Role.allCases {
             clients.append((role, try await token(#"{"name":"\#(role.rawValue)","role":"\#(role.rawValue)"}"#)))
         }
+        // A scoped deployer has exactly a deployer's rights on every route (its scope narrows
+        // what it may deploy where: testScopedDeployerTokens).
+        clients.append((.deployer, try await token(#"{"name":"scoped","role":"deployer","flows":["hardhat-*"],"groups":["site-*"]}"#)))
         let routes = server.api.routeRolesForTesting
         XCTAssertGreaterThan(routes.count, 40)
         for (method, pattern, needed) in routes {
