@@ -47,6 +47,20 @@ run() {  # log file, h2load args… → "req/s p99_ms"
   echo "$rps $p99"
 }
 
+# Where the CPU goes: one more run of each on the default (workers) server, with the CPU time of the
+# server process and of the whole PostgreSQL cluster (postmaster and backends) per request.
+ticks() { local t=0 p; for p in "$@"; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat"))); done; echo "$t"; }
+pg_pids() { local pm; pm=$(head -1 "$WORK/data/postgres/postmaster.pid"); echo "$pm" $(pgrep -P "$pm"); }
+per_request() {  # label, h2load args… → µs of server and PostgreSQL CPU per request
+  local label=$1; shift
+  local s0 p0 out n s1 p1 hz
+  s0=$(ticks "$SERVER"); p0=$(ticks $(pg_pids))
+  out=$(h2load -D "$SECONDS_PER_RUN" -c 50 -m 10 -t 1 "$@" 2>/dev/null)
+  s1=$(ticks "$SERVER"); p1=$(ticks $(pg_pids)); hz=$(getconf CLK_TCK)
+  n=$(awk '/^requests:/ { print $2 }' <<<"$out")
+  awk -v l="$label" -v n="$n" -v s=$((s1 - s0)) -v p=$((p1 - p0)) -v hz="$hz" \
+    'BEGIN { printf "%-34s %8d requests   server %6.1f us/request   PostgreSQL %6.1f us/request\n", l, n, s * 1e6 / hz / n, p * 1e6 / hz / n }'
+}
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); 10,000 devices"
 echo "rounds: $ROUNDS x ${SECONDS_PER_RUN}s, h2load -c 50 -m 10 -t 1, alternating"
 printf '%-34s %12s %10s %8s\n' route req/s p99_ms ratio
@@ -65,8 +79,13 @@ for driver in workers async; do
   A=$(cut -d' ' -f1 < "$WORK/a.txt" | median); AP=$(cut -d' ' -f2 < "$WORK/a.txt" | median)
   printf '%-34s %12.0f %10s\n' "GET /healthz" "$H" "$HP"
   printf '%-34s %12.0f %10s %8.2f\n' "GET /api/v1/devices/{id} ($driver)" "$A" "$AP" "$(awk -v a="$A" -v h="$H" 'BEGIN { print a / h }')"
+  if [ "$driver" = workers ]; then
+    per_request "CPU: GET /healthz" "http://127.0.0.1:$PORT/healthz"
+    per_request "CPU: GET /api/v1/devices/{id}" -H "authorization: Bearer $TOKEN" "${URLS[@]}"
+  fi
 done
 echo "target: GET device >= 0.40 x /healthz"
+
 
 # The same request with the default request log on (one line per request to stderr).
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
