@@ -129,7 +129,7 @@ public struct ManagementAPI: Sendable {
             var caller: Who?
             var response: HTTPResponse
             do {
-                let authenticated = try await authenticate(request)
+                let authenticated = try await authenticateLimited(request, authenticate)
                 caller = authenticated
                 if case .limited(let wait) = limiter.request(logName(authenticated), limit, at: RateLimiter.now()) {
                     throw HTTPError(429, code: "rate_limited", message: "too many requests for this token; retry in \(wait) s",
@@ -164,6 +164,23 @@ public struct ManagementAPI: Sendable {
             router.streaming(method, pattern, limit: streamingLimit, wrapped)
         } else {
             router.add(method, pattern, wrapped)
+        }
+    }
+
+    /// Authenticates, counting refusals (401) per client address: an address that keeps
+    /// presenting bad tokens is answered 429 before any lookup (each costs a query), until
+    /// its bucket refills — guessing is slowed, and so is a flood aimed at the database.
+    func authenticateLimited<Who>(_ request: HTTPRequest, _ authenticate: (HTTPRequest) async throws -> Who) async throws -> Who {
+        let key = "refused:" + (request.remoteAddress ?? "-")
+        if limiter.isExhausted(key, limits.refusedAuthentication, at: RateLimiter.now()) {
+            throw HTTPError(429, code: "rate_limited", message: "too many refused tokens from this address; retry in a few seconds",
+                            headers: ["retry-after": "5"])
+        }
+        do {
+            return try await authenticate(request)
+        } catch let error as HTTPError where error.status == 401 {
+            _ = limiter.request(key, limits.refusedAuthentication, at: RateLimiter.now())
+            throw error
         }
     }
 

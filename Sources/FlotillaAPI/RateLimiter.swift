@@ -18,15 +18,19 @@ public struct RateLimits: Sendable {
     public var token: RateLimit
     /// Each enrollment token (a batch of devices enrolling together).
     public var enrollment: RateLimit
+    /// Refused (401) authentications per client address; when spent, the address gets 429.
+    public var refusedAuthentication: RateLimit
 
     public init(device: RateLimit = RateLimit(perSecond: 5, burst: 60), token: RateLimit = RateLimit(perSecond: 50, burst: 200),
-                enrollment: RateLimit = RateLimit(perSecond: 10, burst: 50)) {
+                enrollment: RateLimit = RateLimit(perSecond: 10, burst: 50),
+                refusedAuthentication: RateLimit = RateLimit(perSecond: 10, burst: 100)) {
         self.device = device
         self.token = token
         self.enrollment = enrollment
+        self.refusedAuthentication = refusedAuthentication
     }
 
-    public static let off = RateLimits(device: .off, token: .off, enrollment: .off)
+    public static let off = RateLimits(device: .off, token: .off, enrollment: .off, refusedAuthentication: .off)
 }
 
 final class RateLimiter: Sendable {
@@ -45,12 +49,21 @@ final class RateLimiter: Sendable {
         shardCapacity = max(1, capacity / 16)
     }
 
-    func request(_ key: String, _ limit: RateLimit, at now: Instant) -> RateDecision {
-        if limit.isOff { return .allowed }
+    /// Whether `key`'s bucket is empty now (without taking from it).
+    func isExhausted(_ key: String, _ limit: RateLimit, at now: Instant) -> Bool {
+        if limit.isOff { return false }
+        return shard(key).buckets.withLock { $0[key].map { !$0.hasToken(at: now) } ?? false }
+    }
+
+    private func shard(_ key: String) -> Shard {
         var hasher = Hasher()
         hasher.combine(key)
-        let shard = shards[Int(UInt(bitPattern: hasher.finalize()) % 16)]
-        return shard.buckets.withLock { buckets in
+        return shards[Int(UInt(bitPattern: hasher.finalize()) % 16)]
+    }
+
+    func request(_ key: String, _ limit: RateLimit, at now: Instant) -> RateDecision {
+        if limit.isOff { return .allowed }
+        return shard(key).buckets.withLock { buckets in
             if buckets.count >= shardCapacity, buckets[key] == nil {
                 buckets = buckets.filter { !$0.value.isFull(at: now) }
                 if buckets.count >= shardCapacity { buckets.removeAll(keepingCapacity: true) }

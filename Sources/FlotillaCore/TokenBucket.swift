@@ -38,17 +38,22 @@ public struct TokenBucket: Sendable, Equatable {
         updated = now
     }
 
-    /// Whether the bucket will have refilled completely by `now` (it can then be forgotten).
-    public func isFull(at now: Instant) -> Bool {
+    /// The tokens there will be at `now` (none are minted by a clock going back).
+    private func refilled(at now: Instant) -> Double {
         let elapsed = now > updated ? Double(now.microseconds - updated.microseconds) / 1_000_000 : 0
-        return tokens + elapsed * limit.perSecond >= Double(limit.burst)
+        return min(Double(limit.burst), tokens + elapsed * limit.perSecond)
     }
+
+    /// Whether the bucket will have refilled completely by `now` (it can then be forgotten).
+    public func isFull(at now: Instant) -> Bool { refilled(at: now) >= Double(limit.burst) }
+
+    /// Whether a request now would be allowed (without taking a token).
+    public func hasToken(at now: Instant) -> Bool { limit.isOff || refilled(at: now) >= 1 }
 
     public mutating func requested(at now: Instant) -> RateDecision {
         if limit.isOff { return .allowed }
         if now > updated {
-            let elapsed = Double(now.microseconds - updated.microseconds) / 1_000_000
-            tokens = min(Double(limit.burst), tokens + elapsed * limit.perSecond)
+            tokens = refilled(at: now)
             updated = now
         }
         if tokens >= 1 {

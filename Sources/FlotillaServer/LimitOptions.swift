@@ -16,6 +16,9 @@ struct LimitOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Enrollments per second each enrollment token may make, and its burst: RATE/BURST, or 'off'.", valueName: "rate/burst"))
     var rateLimitEnrollment = "10/50"
 
+    @Option(help: ArgumentHelp("Refused (401) authentications per second from one address, and the burst, before it gets 429: RATE/BURST, or 'off'.", valueName: "rate/burst"))
+    var rateLimitRefused = "10/100"
+
     @Option(help: "Open connections one client address may hold; 0: no cap. Clients behind one NAT or proxy share an address.")
     var maxConnectionsPerAddress = 256
 
@@ -26,7 +29,8 @@ struct LimitOptions: ParsableArguments {
 
     func rateLimits() throws -> RateLimits {
         RateLimits(device: try Self.parse(rateLimitDevice, "--rate-limit-device"), token: try Self.parse(rateLimitToken, "--rate-limit-token"),
-                   enrollment: try Self.parse(rateLimitEnrollment, "--rate-limit-enrollment"))
+                   enrollment: try Self.parse(rateLimitEnrollment, "--rate-limit-enrollment"),
+                   refusedAuthentication: try Self.parse(rateLimitRefused, "--rate-limit-refused"))
     }
 
     static func parse(_ text: String, _ flag: String) throws -> RateLimit {

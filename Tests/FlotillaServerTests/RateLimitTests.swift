@@ -39,4 +39,22 @@ final class RateLimitTests: XCTestCase {
         for client in [admin, dashboard, enroller, first.client, second.client] { await client.close() }
         await server.stop()
     }
+
+    /// An address that keeps presenting bad tokens is answered 429 before any lookup —
+    /// for a while every request from it, a good token's too — and recovers once its
+    /// bucket refills.
+    func testRefusedTokensFromOneAddressAreSlowedDown() async throws {
+        let server = try APIServer(limits: RateLimits(refusedAuthentication: RateLimit(perSecond: 1, burst: 3)))
+        let guesser = APIClient(port: server.port, token: "flt_a_guess", wire: .h1)
+        let admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
+        for _ in 0..<3 { expect(try await guesser.call("GET", "/api/v1/groups"), 401, code: "invalid_token") }
+        let slowed = try await guesser.call("GET", "/api/v1/groups")
+        expect(slowed, 429, code: "rate_limited")
+        XCTAssertNotNil(slowed.headers["retry-after"])
+        expect(try await admin.call("GET", "/api/v1/groups"), 429, code: "rate_limited")  // same address
+        try await Task.sleep(for: .milliseconds(1100))
+        expect(try await admin.call("GET", "/api/v1/groups"), 200)
+        for client in [guesser, admin] { await client.close() }
+        await server.stop()
+    }
 }
