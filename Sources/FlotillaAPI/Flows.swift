@@ -11,8 +11,10 @@ extension ManagementAPI {
 
     static func flowJSON(_ row: PGRow) throws -> JSON {
         let (name, version, app, definition, created) = try row.decode(String.self, Int.self, String.self, JSONText.self, Timestamp.self)
+        // `document`: the same flow as authors write it, ready to edit and apply again.
+        let document = (try? JSON.parse(Array(definition.text.utf8))).map(FlowDefinition.document(fromCanonical:)) ?? .null
         return .fields([("name", .string(name)), ("version", .int(version)), ("app", .string(app)),
-                        ("definition", .raw(definition.text)), ("created_at", .string(created.rfc3339))])
+                        ("definition", .raw(definition.text)), ("document", document), ("created_at", .string(created.rfc3339))])
     }
 
     /// Parses a flow document or throws 422 listing every problem with its path.

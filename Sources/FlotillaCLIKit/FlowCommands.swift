@@ -82,11 +82,14 @@ struct Flows: AsyncParsableCommand {
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
         @Argument(help: ArgumentHelp("The flow.", valueName: "name[@version]")) var flow: String
+        @Flag(help: "Print only the flow as a document to edit and apply again (flotilla flows apply FILE.json).")
+        var document = false
 
         func run() async throws {
             let (name, version) = try flowReference(flow)
             let path = version.map { "/api/v1/flows/\(encoded(name))/versions/\($0)" } ?? "/api/v1/flows/\(encoded(name))"
             let found = try await withSession(connection) { try await $0.call("GET", path) }
+            if document { emitJSON(found["document"] ?? .null); return }
             if output.json { emitJSON(found) } else { emit(Views.flow(found, output.style)) }
         }
     }

@@ -110,3 +110,31 @@ extension FlowDefinition {
 public func isSHA256(_ text: String) -> Bool {
     text.utf8.count == 64 && text.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }
 }
+
+extension FlowDefinition {
+    /// A canonical definition (what is stored and served) back in the shape authors write
+    /// and `POST /api/v1/flows` accepts, so a flow fetched from the server can be edited and
+    /// applied again; unchanged, applying it is a no-op (the same canonical text).
+    public static func document(fromCanonical canonical: JSON) -> JSON {
+        guard var fields = canonical.objectValue else { return canonical }
+        if fields["app_version"] == .string("") { fields["app_version"] = nil }
+        if let steps = fields["steps"]?.arrayValue {
+            fields["steps"] = .array(steps.map { step in
+                guard var body = step.objectValue, let kind = body.removeValue(forKey: "kind")?.stringValue else { return step }
+                let name = body.removeValue(forKey: "name")
+                // A reboot step's `deadline` is stored as its timeout, like every other step's.
+                if kind == StepKind.reboot.rawValue, let timeout = body.removeValue(forKey: "timeout") { body["deadline"] = timeout }
+                var out: [String: JSON] = [kind: .object(body.filter { $0.value != .null })]
+                out["name"] = name
+                return .object(out)
+            })
+        }
+        if let rollback = fields["rollback"]?.objectValue {
+            let kept = rollback.filter { $0.value != .null }
+            // A flow that changes nothing on the device was stored with an empty rollback.
+            let empty = kept["script"] == nil && (kept["snapshot"]?.arrayValue ?? []).isEmpty
+            fields["rollback"] = empty ? nil : .object(kept)
+        }
+        return .object(fields)
+    }
+}

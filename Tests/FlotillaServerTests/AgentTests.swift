@@ -65,6 +65,15 @@ final class AgentTests: XCTestCase {
 
     var rig: AgentRig!
 
+    /// `flow` as the JSON document the API takes (a flow with a reboot, a verify with a
+    /// script, a rollback with snapshot and script: most of what a flow can say).
+    static func flowDocument() throws -> JSON {
+        let path = NSTemporaryDirectory() + "agent-test-\(UUID().uuidString).yaml"
+        try flow.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        return try FlowFiles.document(atPath: path)
+    }
+
     override func setUp() async throws {
         server = try APIServer()
         admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)

@@ -349,6 +349,28 @@ final class DeploymentTests: XCTestCase {
         expect(try await admin.call("GET", "/api/v1/flows/hardhat-model/versions/2"), 200)
     }
 
+    /// A flow fetched from the server (`document`) applies again as the same version, and an
+    /// edit of it makes the next one: the API round-trips its own output.
+    func testAFetchedFlowAppliesAgainUnchanged() async throws {
+        for file in ["hardhat-model.yaml", "crop-disease-model.yaml", "config-file.yaml", "agent-test"] {
+            let document = file == "agent-test" ? try AgentTests.flowDocument() : try FlowFiles.document(atPath: TestCluster.repositoryRoot + "/flows/" + file)
+            let first = try await admin.call("POST", "/api/v1/flows", document.serialized)
+            XCTAssertTrue([200, 201].contains(first.status), first.text)
+            let name = try XCTUnwrap(first.json["flow"]?["name"]?.stringValue)
+            let fetched = try await admin.call("GET", "/api/v1/flows/\(name)")
+            let again = try await admin.call("POST", "/api/v1/flows", fetched.json["document"]?.serialized ?? "null")
+            expect(again, 200)
+            XCTAssertEqual(again.json["created"], .bool(false), "\(file): the fetched document is the same flow")
+            XCTAssertEqual(again.json["flow"]?["definition"], fetched.json["definition"], file)
+        }
+        let fetched = try await admin.call("GET", "/api/v1/flows/hardhat-model")
+        var edited = try XCTUnwrap(fetched.json["document"]?.objectValue)
+        edited["description"] = .string("edited after fetching")
+        let next = try await admin.call("POST", "/api/v1/flows", JSON.object(edited).serialized)
+        expect(next, 201)
+        XCTAssertEqual(next.json["flow"]?["version"], .int((fetched.json["version"]?.intValue ?? 0) + 1))
+    }
+
     func testShippedFlowFilesAreValidAndRender() throws {
         let flows = try FlowFiles.load(directory: TestCluster.repositoryRoot + "/flows")
         XCTAssertEqual(flows.map(\.flow.name).sorted(), ["config-file", "crop-disease-model", "hardhat-model"])
