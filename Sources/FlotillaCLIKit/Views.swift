@@ -8,7 +8,11 @@ enum Views {
         var table = Table(["NAME", "GROUPS", "LABELS", "INSTALLED", "LAST SEEN"])
         for device in items {
             let groups = device["groups"]?.arrayValue?.compactMap(\.stringValue).joined(separator: ",") ?? ""
-            table.add([device["name"]?.stringValue ?? "?", groups.isEmpty ? "-" : groups, inline(device["labels"]),
+            // Only the exceptions are marked: a pending, rejected or pre-authorized device, a revoked token.
+            var name = device["name"]?.stringValue ?? "?"
+            if let status = device["status"]?.stringValue, status != "accepted" { name += " (\(status))" }
+            if device["token_revoked_at"]?.stringValue != nil { name += " (token revoked)" }
+            table.add([name, groups.isEmpty ? "-" : groups, inline(device["labels"]),
                        inline(device["installed"]), style.time(device["last_seen_at"])])
         }
         return items.isEmpty ? "no devices\n" : table.render(style)

@@ -38,6 +38,10 @@ final class RenderTests: XCTestCase {
         XCTAssertTrue(coloured.contains("5m ago"), coloured)
         XCTAssertEqual(Views.devices(items, plainTTY).contains("\u{1B}"), false, "--no-color on a terminal")
         XCTAssertEqual(Views.devices([], pipe), "no devices\n")
+        var waiting = device("cam-9", seen: .null).objectValue!
+        waiting["status"] = .string("pending")
+        XCTAssertTrue(Views.devices([.object(waiting)], pipe).contains("cam-9 (pending)"), "a device waiting for approval stands out")
+        XCTAssertFalse(plain.contains("(accepted)"), "accepted devices are not marked")
         XCTAssertEqual(visibleWidth(tty.state("rolled_back")), "rolled_back".count)
     }
 
