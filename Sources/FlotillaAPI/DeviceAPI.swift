@@ -74,12 +74,19 @@ extension ManagementAPI {
         let hash = Secrets.sha256(parts[1].utf8)
         if let cached = deviceTokens.lookup(hash) { return cached }
         let generation = deviceTokens.currentGeneration()
+        // The current token, or the one before a rotation the device has not completed yet.
         guard let row = try await db.query("""
-                SELECT id::text, name, token_hash, status, token_revoked_at IS NOT NULL AS revoked FROM devices WHERE token_hash = \(Bytea(hash))
+                SELECT id::text, name, CASE WHEN token_hash = \(Bytea(hash)) THEN token_hash ELSE previous_token_hash END AS matched,
+                       token_hash = \(Bytea(hash)) AND previous_token_hash IS NOT NULL AS switching,
+                       status, token_revoked_at IS NOT NULL AS revoked
+                FROM devices WHERE token_hash = \(Bytea(hash)) OR previous_token_hash = \(Bytea(hash))
                 """).first,
-              Secrets.constantTimeEquals(try row.decode(Bytea.self, column: "token_hash").bytes, hash) else {
+              Secrets.constantTimeEquals(try row.decode(Bytea.self, column: "matched").bytes, hash) else {
             throw HTTPError(401, code: "invalid_token", message: "the device token is unknown (was it rotated, or the device deleted?)",
                             headers: ["www-authenticate": #"Bearer error="invalid_token""#])
+        }
+        if try row.decode(Bool.self, column: "switching") {
+            try await completeRotation(device: try row.decode(String.self, column: "id"), hash: hash)
         }
         // Only an accepted device with a live token gets through, and only that is cached:
         // any change of these flushes the cache everywhere (DeviceAccess.swift).

@@ -27,7 +27,8 @@ extension ManagementAPI {
         route(&router, "POST", "/api/v1/devices/{device}/revoke-token", role: .admin) { request, _ in
             let ident = request.pathParameters["device"]!
             let row = try await changeAccess(ident, """
-                UPDATE devices d SET token_revoked_at = coalesce(token_revoked_at, now()), updated_at = now(), version = version + 1
+                UPDATE devices d SET token_revoked_at = coalesce(token_revoked_at, now()), previous_token_hash = NULL,
+                    updated_at = now(), version = version + 1
                 WHERE \(Self.deviceMatch(ident)) RETURNING d.id
                 """)
             return .json(200, try Self.deviceJSON(row).serialized)
@@ -39,7 +40,7 @@ extension ManagementAPI {
             // A pre-authorized device has no token to rotate: it gets one by enrolling.
             let row = try await changeAccess(ident, """
                 UPDATE devices d SET token_hash = \(Bytea(Secrets.sha256(token.utf8))), token_revoked_at = NULL,
-                    updated_at = now(), version = version + 1
+                    previous_token_hash = NULL, updated_at = now(), version = version + 1
                 WHERE \(Self.deviceMatch(ident)) AND status <> 'preauthorized' RETURNING d.id
                 """, refusal: "the device has not enrolled yet, so it has no token to rotate")
             return .json(200, JSON.object(["device": try Self.deviceJSON(row), "device_token": .string(token)]).serialized)

@@ -94,6 +94,7 @@ public struct ManagementAPI: Sendable {
         registerDeploymentRoutes(on: &router)
         registerArtifactRoutes(on: &router)
         registerDeviceAPIRoutes(on: &router)
+        registerDeviceTokenRoutes(on: &router)
         registerActivityRoutes(on: &router)
         registerAuditRoutes(on: &router)
     }

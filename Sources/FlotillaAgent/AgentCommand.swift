@@ -12,5 +12,5 @@ struct AgentCommand: AsyncParsableCommand {
         abstract: "The Flotilla device agent: polls the server and runs update flows with rollback.",
         discussion: "`run` is the on-device daemon (see the README for its systemd unit); `status` shows what it is doing; `simulate` runs many virtual devices against a real server (demos, load tests).",
         version: FlotillaVersion.current,
-        subcommands: [Run.self, Enroll.self, Status.self, Simulate.self])
+        subcommands: [Run.self, Enroll.self, RotateToken.self, Status.self, Simulate.self])
 }

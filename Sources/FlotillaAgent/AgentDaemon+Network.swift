@@ -34,6 +34,16 @@ extension AgentDaemon {
         backoff = min(backoff * 2, config.pollMaximum)
     }
 
+    /// Picks up a token `flotilla-agent rotate-token` wrote into the configuration file (only
+    /// when the token came from that file). Between polls, so a poll never mixes tokens; a
+    /// manifest already received stays bound to the token it was fetched with, which the
+    /// server keeps valid until this new one is first used.
+    func followTokenFile() {
+        guard let path = config.tokenFile, let fresh = (try? AgentOptions.readFile(path))?["token"], !fresh.isEmpty, fresh != token else { return }
+        token = fresh
+        log("using the device token rotated into \(path)")
+    }
+
     func log(_ message: String) {
         FileHandle.standardError.write(Data("flotilla-agent: \(message)\n".utf8))
     }

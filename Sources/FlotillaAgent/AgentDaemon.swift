@@ -30,14 +30,19 @@ final class AgentDaemon: @unchecked Sendable {
     /// the device never stalls on connect timeouts.
     private var deliveryRetryAt: Date?
 
+    /// The device token in use: the configured one, or a newer one `rotate-token` wrote
+    /// into the configuration file since (see followTokenFile).
+    var token: String
+
     init(config: AgentConfig) throws {
         self.config = config
+        token = config.token
         files = try AgentFiles(root: config.stateDirectory)
         machine = try files.loadMachine()
         manifest = try AgentFiles.read(files.manifestPath) ?? .object([:])
     }
 
-    var auth: HTTPHeaders { ["authorization": "Bearer \(config.token)", "content-type": "application/json"] }
+    var auth: HTTPHeaders { ["authorization": "Bearer \(token)", "content-type": "application/json"] }
 
     func run() async throws {
         log("flotilla-agent \(FlotillaVersion.current) starting; state in \(config.stateDirectory); phase \(machine.journal.objectValue?["phase"]?.stringValue ?? "?")")
@@ -53,6 +58,7 @@ final class AgentDaemon: @unchecked Sendable {
                 await pause()
                 continue
             }
+            followTokenFile()
             do {
                 let response = try await connection().send(
                     ClientRequest(path: "/api/v1/agent/next?wait=\(config.pollWait)", headers: auth),
@@ -87,7 +93,7 @@ final class AgentDaemon: @unchecked Sendable {
     /// A manifest for this device: check its signature, remember it, hand it to the machine.
     private func received(_ body: JSON) async throws {
         let execution: JSON
-        switch trust!.check(body, token: config.token, now: Int(Date().timeIntervalSince1970)) {
+        switch trust!.check(body, token: token, now: Int(Date().timeIntervalSince1970)) {
         case .failure(let refusal):
             log("refusing the manifest: \(refusal)")
             await pause()

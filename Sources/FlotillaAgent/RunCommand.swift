@@ -29,6 +29,9 @@ struct AgentConfig: Sendable {
 
     var server: String
     var token: String
+    /// The configuration file the token came from (nil: a flag or the environment): the
+    /// daemon follows it, so `flotilla-agent rotate-token` takes effect at the next poll.
+    var tokenFile: String?
     var stateDirectory: String
     var caFile: String?
     /// mTLS: this device's certificate and key (PEM), for a server started with --tls-client-ca.
@@ -82,17 +85,7 @@ struct AgentOptions: ParsableArguments {
     var rebootCommand: String?
 
     func resolve(needToken: Bool = true) throws -> AgentConfig {
-        var file: [String: String] = [:]
-        if let text = try? String(contentsOfFile: config, encoding: .utf8) {
-            for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-                let trimmed = line.trimmingCharacters(in: .whitespaces)
-                if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
-                guard let equals = trimmed.firstIndex(of: "=") else {
-                    throw ValidationError("\(config):\(number + 1): expected key = value")
-                }
-                file[trimmed[..<equals].trimmingCharacters(in: .whitespaces)] = trimmed[trimmed.index(after: equals)...].trimmingCharacters(in: .whitespaces)
-            }
-        }
+        let file = try Self.readFile(config)
         let known: Set = ["server", "token", "state_dir", "ca_file", "client_cert", "client_key", "signing_key", "poll_min", "poll_max", "poll_wait", "reboot_command"]
         if let unknown = file.keys.first(where: { !known.contains($0) }) {
             throw ValidationError("\(config): unknown key '\(unknown)' (known: \(known.sorted().joined(separator: ", ")))")
@@ -103,17 +96,36 @@ struct AgentOptions: ParsableArguments {
             guard let value = Double(text), value >= 0 else { throw ValidationError("\(config): \(key) must be a number of seconds") }
             return value
         }
-        let token = token ?? ProcessInfo.processInfo.environment["FLOTILLA_DEVICE_TOKEN"] ?? file["token"]
+        let given = token ?? ProcessInfo.processInfo.environment["FLOTILLA_DEVICE_TOKEN"]
+        let token = given ?? file["token"]
         if needToken && (token ?? "").isEmpty { throw ValidationError("no device token: --token, FLOTILLA_DEVICE_TOKEN or 'token =' in \(config)") }
         let minimum = try number(pollMin, "poll_min", 5), maximum = try number(pollMax, "poll_max", 300)
         guard minimum <= maximum, maximum >= 1 else { throw ValidationError("poll_min must not exceed poll_max, and poll_max must be at least 1") }
         let rebootText = rebootCommand ?? file["reboot_command"] ?? "systemctl reboot"
         return AgentConfig(
             server: server ?? file["server"] ?? "http://127.0.0.1:8080", token: token ?? "",
+            tokenFile: given == nil && file["token"] != nil ? config : nil,
             stateDirectory: stateDir ?? file["state_dir"] ?? "/var/lib/flotilla-agent", caFile: caFile ?? file["ca_file"],
             clientCert: clientCert ?? file["client_cert"], clientKey: clientKey ?? file["client_key"], signingKey: signingKey ?? file["signing_key"],
             pollMinimum: minimum, pollMaximum: maximum, pollWait: Int(try number(pollWait.map(Double.init), "poll_wait", 30)),
             reboot: rebootText == "exit" ? .exit : .command(rebootText))
+    }
+}
+
+extension AgentOptions {
+    /// The `key = value` lines of a configuration file ([:] when there is none).
+    static func readFile(_ path: String) throws -> [String: String] {
+        var file: [String: String] = [:]
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return file }
+        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
+            guard let equals = trimmed.firstIndex(of: "=") else {
+                throw ValidationError("\(path):\(number + 1): expected key = value")
+            }
+            file[trimmed[..<equals].trimmingCharacters(in: .whitespaces)] = trimmed[trimmed.index(after: equals)...].trimmingCharacters(in: .whitespaces)
+        }
+        return file
     }
 }
 
