@@ -2,7 +2,8 @@
 // `appendAudit` after the handler, whatever the outcome, 401 and 403 included) and read by
 // admins through GET /api/v1/audit. The table itself refuses UPDATE, DELETE and TRUNCATE
 // (migration 0005). An enrollment (POST /agent/enroll) is audited under the enrollment
-// token's id. Other device-API traffic (polls, reports) is not audited: it is not an
+// token's id, a device rotating its token (POST /agent/token) under the device's. Other
+// device-API traffic (polls, reports) is not audited: it is not an
 // operator's action, and its own transitions are in the execution event log.
 //
 // The path is logged without its query (queries never carry mutations' data here), and
@@ -42,10 +43,11 @@ extension ManagementAPI {
             let order: SQL = after == nil ? "a.id DESC" : "a.id"
             let rows = try await db.query("""
                 SELECT * FROM (
-                    SELECT a.id, a.at, a.token_id::text, coalesce(t.name, 'enrollment token ' || et.name),
+                    SELECT a.id, a.at, a.token_id::text, coalesce(t.name, 'enrollment token ' || et.name, 'device ' || dv.name),
                            a.method, a.path, a.status, a.remote_addr, a.request_id
                     FROM audit_log a LEFT JOIN api_tokens t ON t.id = a.token_id
                     LEFT JOIN enrollment_tokens et ON et.id = a.token_id
+                    LEFT JOIN devices dv ON dv.id = a.token_id
                     WHERE \(since) AND (\(token)::uuid IS NULL OR a.token_id = \(token)::uuid)
                     ORDER BY \(order) LIMIT \(limit)
                 ) page ORDER BY id

@@ -14,7 +14,10 @@ import FlotillaTransport
 
 extension ManagementAPI {
     func registerDeviceTokenRoutes(on router: inout Router) {
-        deviceRoute(&router, "POST", "/api/v1/agent/token") { request, device in
+        // Audited (under the device's id), unlike the rest of the device API: a credential changed.
+        serve(&router, "POST", "/api/v1/agent/token", authenticate: { [self] (request: HTTPRequest) async throws -> DeviceCaller in
+            try await authenticateDevice(request)
+        }, logName: { (device: DeviceCaller) in device.id }, limit: limits.device, audited: true) { [self] (request: HTTPRequest, device: DeviceCaller) async throws -> HTTPResponse in
             if !request.body.isEmpty { try BodyReader(request).finish() }  // nothing to say; `{}` is fine too
             let token = Secrets.newToken(prefix: "flt_d_")
             let presented = Bytea(device.tokenHash)

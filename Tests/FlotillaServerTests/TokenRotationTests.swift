@@ -58,6 +58,11 @@ final class TokenRotationTests: XCTestCase {
         }
         XCTAssertTrue(refused, "the other replica forgets the old token too")
 
+        let audit = try await admin.call("GET", "/api/v1/audit")
+        let rotations = audit.json["items"]?.arrayValue?.filter { $0["path"] == .string("/api/v1/agent/token") } ?? []
+        XCTAssertEqual(rotations.count, 2)
+        XCTAssertEqual(rotations.first?["token_name"], .string("device cam-1"), audit.text)
+
         // An operator's revocation ends a rotation in progress as well.
         let third = try await rotate(second)
         expect(try await admin.call("POST", "/api/v1/devices/cam-1/revoke-token"), 200)
