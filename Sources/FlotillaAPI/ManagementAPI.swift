@@ -1,10 +1,14 @@
 // The management API (`/api/v1/…`): what pipelines, operators and the CLI call.
 //
-// Every route goes through `route(…)`, the one place that
+// Every route goes through `serve(…)` (management routes through `route(…)`, device
+// routes through `deviceRoute(…)`), the one place that
 //   1. gives the request an id (the client's `X-Request-ID` when it is sane),
-//   2. authenticates the bearer token and checks its role (401 / 403),
-//   3. runs the handler and turns database trouble into 503 + Retry-After,
-//   4. logs one structured line: request id, method, path, status, duration, token id.
+//   2. authenticates the bearer token (401; refusals are rate-limited per address) and,
+//      for management routes, checks its role (403),
+//   3. applies the caller's rate limit (429 + Retry-After),
+//   4. runs the handler and turns database trouble into 503 + Retry-After,
+//   5. appends management mutations to the audit log,
+//   6. logs one structured line: request id, method, path, status, duration, token id.
 // Handlers see an authenticated `Caller` and a pool; they know nothing about sockets.
 
 import FlotillaCore
