@@ -31,12 +31,33 @@ final class ParsingTests: XCTestCase {
         XCTAssertEqual(try label.patch(), .object(["labels": .object(["site": .string("berlin"), "rack": .null])]))
 
         XCTAssertNotNil(try Flotilla.parseAsRoot(["deployments", "watch", "abc"]) as? Deployments.WatchCommand)
+
+        let enrollment = try XCTUnwrap(try Flotilla.parseAsRoot([
+            "enrollment-tokens", "create", "install-day", "--group", "site-berlin", "--max-uses", "20", "--expires-in", "2d", "--require-approval",
+        ]) as? EnrollmentTokens.Create)
+        XCTAssertEqual(enrollment.maxUses, 20)
+        XCTAssertTrue(enrollment.requireApproval)
+        XCTAssertEqual(try seconds(enrollment.expiresIn), 2 * 86_400)
+        XCTAssertThrowsError(try Flotilla.parseAsRoot(["enrollment-tokens", "create", "x", "--group", "g", "--expires-in", "soon"]))
+        let pipeline = try XCTUnwrap(try Flotilla.parseAsRoot([
+            "tokens", "create", "ci", "--role", "deployer", "--flow", "hardhat-*", "--group", "site-*", "--expires-in", "90d",
+        ]) as? Tokens.Create)
+        XCTAssertEqual(pipeline.flow, ["hardhat-*"])
+        XCTAssertEqual(pipeline.group, ["site-*"])
+        XCTAssertEqual(try seconds("90s"), 90)
+        XCTAssertEqual(try seconds("30m"), 1800)
+        XCTAssertEqual(try seconds("12h"), 43_200)
+        XCTAssertThrowsError(try seconds("0d"))
         XCTAssertNotNil(try Flotilla.parseAsRoot(["events", "--follow"]) as? Events)
         // Every command's options are valid together (argument-parser checks names only when parsing it).
         for path in [["login"], ["devices", "list"], ["devices", "show", "x"], ["groups", "show", "g"], ["flows", "list"],
                      ["flows", "show", "f"], ["artifacts", "list"], ["deployments", "list"], ["deployments", "show", "i"],
                      ["deployments", "devices", "i"], ["deployments", "cancel", "i"], ["tokens", "list"], ["tokens", "create", "n"],
-                     ["tokens", "revoke", "i"], ["events"], ["audit", "--by-token", "t"]] {
+                     ["tokens", "revoke", "i"], ["events"], ["audit", "--by-token", "t"],
+                     ["enrollment-tokens", "list"], ["enrollment-tokens", "create", "n", "--group", "g"], ["enrollment-tokens", "revoke", "i"],
+                     ["devices", "register", "d", "--preauthorize"], ["devices", "accept", "d"], ["devices", "reject", "d"],
+                     ["devices", "revoke-token", "d"], ["devices", "rotate-token", "d"], ["devices", "list", "--status", "pending"],
+                     ["flows", "show", "f", "--document"]] {
             XCTAssertNoThrow(try Flotilla.parseAsRoot(path), "\(path)")
         }
     }
