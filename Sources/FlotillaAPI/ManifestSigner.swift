@@ -17,20 +17,39 @@ import FlotillaTransport
 
 public struct ManifestSigner: Sendable {
     public let key: Ed25519.PrivateKey
+    /// The key that will replace `key` (rotation): announced to agents, endorsed by `key`,
+    /// never used to sign manifests until it becomes a server's `key`.
+    public let next: Ed25519.PrivateKey?
     /// Seconds a signed manifest stays valid. A device acts on it at once; the bound is there
     /// so that a captured manifest cannot be replayed later.
     public let lifetime: Int
 
-    public init(key: Ed25519.PrivateKey, lifetime: Int = 3600) {
+    public init(key: Ed25519.PrivateKey, next: Ed25519.PrivateKey? = nil, lifetime: Int = 3600) {
         self.key = key
+        self.next = next
         self.lifetime = lifetime
     }
 
     public var keyID: String { Ed25519.keyID(key.publicKey) }
 
-    /// `GET /api/v1/agent/signing-key`: what agents pin (configured, or fetched on first start).
+    /// What the current key signs to vouch for the next one (agents check it with the key
+    /// they pinned before adopting the next; see ManifestTrust in the agent).
+    public static func endorsementMessage(next publicKey: [UInt8]) -> [UInt8] {
+        Array("flotilla next manifest key v1:".utf8) + publicKey
+    }
+
+    /// `GET /api/v1/agent/signing-key`: what agents pin (configured, or fetched on first
+    /// start), and during a rotation the next key with the current key's endorsement.
     var publicKeyJSON: JSON {
-        .fields([("alg", .string("ed25519")), ("key_id", .string(keyID)), ("public_key", .string(Base64URL.encode(key.publicKey)))])
+        var fields: [(String, JSON)] = [("alg", .string("ed25519")), ("key_id", .string(keyID)),
+                                        ("public_key", .string(Base64URL.encode(key.publicKey)))]
+        if let next, let endorsement = try? key.sign(Self.endorsementMessage(next: next.publicKey)) {
+            fields.append(("next", .fields([
+                ("key_id", .string(Ed25519.keyID(next.publicKey))), ("public_key", .string(Base64URL.encode(next.publicKey))),
+                ("endorsement", .string(Base64URL.encode(endorsement))),
+            ])))
+        }
+        return .fields(fields)
     }
 
     /// The `signed` member of a manifest for the device whose token hashes to `tokenHash`.

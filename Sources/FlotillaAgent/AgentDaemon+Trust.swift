@@ -3,6 +3,7 @@
 
 import FlotillaJSON
 import FlotillaTransport
+import Foundation
 
 extension AgentDaemon {
     /// The pinned manifest key (ManifestTrust.swift); retried until the server can be asked.
@@ -32,6 +33,20 @@ extension AgentDaemon {
                 await dropConnection()
                 await pause()
             }
+        }
+    }
+
+    /// Every six hours (and at start), reads the server's signing-key document: a next key
+    /// it announces, endorsed by the pinned key, is kept for the rotation (ManifestTrust.learn).
+    func refreshTrust() async {
+        guard trust != nil, Date().timeIntervalSince(trustRefreshedAt) > 6 * 3600 else { return }
+        do {
+            let response = try await connection().send(ClientRequest(path: "/api/v1/agent/signing-key"), timeout: .seconds(30))
+            guard response.status == 200 else { return }
+            trustRefreshedAt = Date()
+            if let message = try trust!.learn(try JSON.parse(response.body)) { log(message) }
+        } catch {
+            log("cannot read the server's signing key document: \(error)")  // the next poll tries again
         }
     }
 }

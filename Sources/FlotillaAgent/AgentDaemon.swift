@@ -26,6 +26,8 @@ final class AgentDaemon: @unchecked Sendable {
     var backoff = 1.0
     /// What makes a manifest believable (ManifestTrust.swift); set before the first poll.
     var trust: ManifestTrust?
+    /// When the server's signing-key document was last read (an announced next key).
+    var trustRefreshedAt = Date.distantPast
     /// After a failed delivery, reports just wait in the outbox until this time, so work on
     /// the device never stalls on connect timeouts.
     private var deliveryRetryAt: Date?
@@ -59,6 +61,7 @@ final class AgentDaemon: @unchecked Sendable {
                 continue
             }
             followTokenFile()
+            await refreshTrust()
             do {
                 let response = try await connection().send(
                     ClientRequest(path: "/api/v1/agent/next?wait=\(config.pollWait)", headers: auth),
@@ -99,7 +102,8 @@ final class AgentDaemon: @unchecked Sendable {
             await pause()
             return
         case .success(let signed):
-            try trust!.accepted(issuedAt: signed.issuedAt)
+            try trust!.accepted(issuedAt: signed.issuedAt, byNext: signed.byNext)
+            if signed.byNext { log("the server signs with its next manifest key now; pinned it") }
             execution = signed.execution  // the signed copy; the unsigned one beside it is ignored
         }
         guard let fields = execution.objectValue, let job = AgentJob(manifest: fields) else {

@@ -109,16 +109,20 @@ func writeSecretFile(_ path: String, _ text: String) throws {
 /// The manifest-signing key: read from `path`, or made and saved there (0600) on first start.
 /// Replicas must all use the same key (give each the same file with --signing-key).
 func loadOrCreateSigningKey(_ path: String, log: (String) -> Void) throws -> Ed25519.PrivateKey {
-    if let text = try? String(contentsOfFile: path, encoding: .utf8) {
-        guard let seed = Base64URL.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)), seed.count == 32 else {
-            throw ValidationError("\(path): not a signing key (expected 32 bytes in base64url, as this server writes it)")
-        }
-        return try Ed25519.PrivateKey(seed: seed)
-    }
+    if let key = try loadSigningKey(path) { return key }
     let key = try Ed25519.PrivateKey.generate()
     try writeSecretFile(path, Base64URL.encode(key.seed) + "\n")
     log("created the manifest-signing key \(path) (key id \(Ed25519.keyID(key.publicKey)))")
     return key
+}
+
+/// The key in `path`, or nil when there is no such file.
+func loadSigningKey(_ path: String) throws -> Ed25519.PrivateKey? {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+    guard let seed = Base64URL.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)), seed.count == 32 else {
+        throw ValidationError("\(path): not a signing key (expected 32 bytes in base64url, as this server writes it)")
+    }
+    return try Ed25519.PrivateKey(seed: seed)
 }
 
 func environment(_ name: String) -> String? {

@@ -75,6 +75,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Ed25519 key that signs manifests (created on first start; replicas must share it). Default: <data-dir>/signing-key. Env: FLOTILLA_SIGNING_KEY.")
     var signingKey: String?
 
+    @Option(help: "The key that will replace --signing-key (rotation): announced to agents, endorsed by the current key. Default: <data-dir>/signing-key.next if it exists. Env: FLOTILLA_SIGNING_KEY_NEXT.")
+    var signingKeyNext: String?
+
     @Option(help: "Directory of the artifact store (default: <data-dir>/artifacts). Replicas must share it. Env: FLOTILLA_ARTIFACT_DIR.")
     var artifactDir: String?
 
@@ -139,9 +142,13 @@ struct Serve: AsyncParsableCommand {
             let directory = artifactDir ?? environment("FLOTILLA_ARTIFACT_DIR") ?? database.resolvedDataDir + "/artifacts"
             let keyPath = signingKey ?? environment("FLOTILLA_SIGNING_KEY") ?? database.resolvedDataDir + "/signing-key"
             let key = try loadOrCreateSigningKey(keyPath, log: say)
+            let nextPath = signingKeyNext ?? environment("FLOTILLA_SIGNING_KEY_NEXT") ?? database.resolvedDataDir + "/signing-key.next"
+            let next = try loadSigningKey(nextPath)
+            if signingKeyNext != nil && next == nil { throw ValidationError("--signing-key-next \(nextPath): no such file") }
+            if let next { say("announcing the next manifest key \(Ed25519.keyID(next.publicKey)) (\(nextPath))") }
             management = try ManagementAPI(db: pool, logger: Logger(label: "flotilla.http"),
                                            artifacts: try ArtifactStore(directory: directory, maxBytes: maxArtifactSize),
-                                           listen: opened.options, signer: ManifestSigner(key: key), limits: try abuse.rateLimits(),
+                                           listen: opened.options, signer: ManifestSigner(key: key, next: next), limits: try abuse.rateLimits(),
                                            deviceCertificates: tlsClientCa != nil)
         } catch {
             pool.close()

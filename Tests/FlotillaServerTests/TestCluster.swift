@@ -93,7 +93,7 @@ final class APIServer: @unchecked Sendable {
     /// A server on a fresh database, or a second replica on `sharing`'s database.
     /// `port`: 0 for any free port, or a given one (a server "restarted" where its clients know it).
     init(poolSize: Int = 4, sharing other: APIServer? = nil, clock: WallClock = .system, maxArtifactBytes: Int = 64 << 20,
-         port: Int = 0, limits: RateLimits = RateLimits(), tls: TLSServerConfiguration? = nil) throws {
+         port: Int = 0, limits: RateLimits = RateLimits(), tls: TLSServerConfiguration? = nil, signer: ManifestSigner? = nil) throws {
         if let other {
             conninfo = other.conninfo
             adminToken = other.adminToken
@@ -112,7 +112,7 @@ final class APIServer: @unchecked Sendable {
         logger.logLevel = TestLog.path == nil ? .critical : .info
         TestLog.recordSecret(adminToken)
         api = try ManagementAPI(db: pool, logger: logger, artifacts: try ArtifactStore(directory: artifactDirectory, maxBytes: maxArtifactBytes),
-                            listen: PGConnectionOptions(conninfo: conninfo), clock: clock, signer: other?.api.signer,
+                            listen: PGConnectionOptions(conninfo: conninfo), clock: clock, signer: signer ?? other?.api.signer,
                                 limits: limits, deviceCertificates: tls?.clientCAPath != nil)
         server = try HTTPServer(configuration: .init(host: "127.0.0.1", port: port, tls: tls, loopCount: 2),
                                 router: FlotillaAPI.makeRouter(management: api))
