@@ -18,6 +18,12 @@ struct RotateToken: AsyncParsableCommand {
     @OptionGroup var options: AgentOptions
 
     func run() async throws {
+        // One rotation at a time on this device (a timer and a hand-run one could overlap):
+        // the second must start from the token the first saved, or it could save a token
+        // the server has already replaced.
+        let lock = open(options.config + ".lock", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+        guard lock >= 0, flock(lock, LOCK_EX) == 0 else { throw ValidationError("cannot lock \(options.config).lock") }
+        defer { close(lock) }
         let config = try options.resolve()
         guard config.tokenFile != nil else {
             throw ValidationError("the token must come from the configuration file (\(options.config)) so the new one can be saved there")
