@@ -3,8 +3,13 @@
 //
 //   GET  /agent/next?wait=N           the next instruction (a manifest) or 204 after up to N s
 //   POST /agent/executions/{id}/reports   one report; the answer says continue, roll_back or stop
-//   POST /agent/heartbeat             installed versions, attributes, "I just booted"
+//   POST /agent/heartbeat             installed versions, attributes, "I just booted" (boot_id)
 //   GET  /agent/signing-key           the public key manifests are signed with (no token)
+//   POST /agent/enroll                with an enrollment token (Enrollment.swift)
+//   POST /agent/token                 the device rotates its token (DeviceTokenRotation.swift)
+//
+// Only an accepted device with an unrevoked token gets through; with mTLS, only over a
+// connection whose client certificate names it.
 
 import FlotillaCore
 import FlotillaStore
