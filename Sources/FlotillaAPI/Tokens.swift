@@ -119,12 +119,16 @@ extension ManagementAPI {
             let row = try await db.transaction { conn -> PGRow? in
                 // Serialize revocations so two concurrent ones cannot both pass the last-admin check.
                 try conn.query("SELECT pg_advisory_xact_lock(\(Self.tokenLockKey))")
-                guard let token = try conn.query("SELECT role, revoked_at FROM api_tokens WHERE id = \(id)::uuid").first else {
+                // Active: not revoked and not expired. Expired admin tokens cannot let anyone back
+                // in, so they neither count as the other admin nor need protecting as the last.
+                let now = Timestamp(engine.clock.now())
+                let active: SQL = "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > \(now)::timestamptz)"
+                guard let token = try conn.query("SELECT role, \(active) FROM api_tokens WHERE id = \(id)::uuid").first else {
                     return nil
                 }
-                let (role, revokedAt) = try token.decode(String.self, Timestamp?.self)
-                if revokedAt == nil, role == Role.admin.rawValue {
-                    let admins = try conn.query("SELECT count(*) FROM api_tokens WHERE role = 'admin' AND revoked_at IS NULL")[0]
+                let (role, isActive) = try token.decode(String.self, Bool.self)
+                if isActive, role == Role.admin.rawValue {
+                    let admins = try conn.query("SELECT count(*) FROM api_tokens WHERE role = 'admin' AND \(active)")[0]
                     if try admins.decode(Int.self) <= 1 {
                         throw APIError.conflict("this is the last active admin token; create another admin token before revoking it")
                     }

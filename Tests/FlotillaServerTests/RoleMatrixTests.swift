@@ -121,4 +121,17 @@ final class RoleMatrixTests: XCTestCase {
         XCTAssertNotEqual(byName["temp"]?["expires_at"], .null)
         XCTAssertEqual(byName["v"], nil)
     }
+
+    /// An expired admin token cannot let anyone back in: it does not count as another admin,
+    /// and revoking it is never refused as revoking the last one.
+    func testExpiredAdminTokensDoNotCountAsTheLastAdmin() async throws {
+        let temporary = try await admin.call("POST", "/api/v1/tokens", #"{"name":"temp-admin","role":"admin","expires_in":60}"#)
+        expect(temporary, 201)
+        let temporaryID = try XCTUnwrap(temporary.json["token"]?["id"]?.stringValue)
+        let listed = try await admin.call("GET", "/api/v1/tokens")
+        let bootstrapID = try XCTUnwrap(listed.json["items"]?.arrayValue?.first { $0["name"] == .string("bootstrap admin") }?["id"]?.stringValue)
+        clock.advance(seconds: 61)
+        expect(try await admin.call("POST", "/api/v1/tokens/\(bootstrapID)/revoke"), 409, code: "conflict")
+        expect(try await admin.call("POST", "/api/v1/tokens/\(temporaryID)/revoke"), 200)
+    }
 }
