@@ -73,7 +73,7 @@ struct AgentSteps {
                 if url.hasPrefix("/") {
                     try await fetchFromServer(url, into: partial, size: size, chunk: chunk)
                 } else {
-                    try await fetchExternal(url, into: partial)
+                    try await fetchExternal(url, into: partial, limit: size.map(Int64.init))
                 }
                 break
             } catch where error.transient && Date().addingTimeInterval(wait) < budget {
@@ -138,12 +138,12 @@ struct AgentSteps {
     }
 
     /// An external host's file, through libcurl on a thread of its own (it blocks).
-    private func fetchExternal(_ url: String, into partial: String) async throws(StepFailure) {
+    private func fetchExternal(_ url: String, into partial: String, limit: Int64?) async throws(StepFailure) {
         let caFile = caFile
         let result: Result<Void, ExternalDownloadError> = await withCheckedContinuation { continuation in
             Thread.detachNewThread {
                 do throws(ExternalDownloadError) {
-                    try ExternalDownload.fetch(url, into: partial, caFile: caFile)
+                    try ExternalDownload.fetch(url, into: partial, caFile: caFile, limit: limit)
                     continuation.resume(returning: .success(()))
                 } catch {
                     continuation.resume(returning: .failure(error))

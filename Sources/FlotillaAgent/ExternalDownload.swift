@@ -29,18 +29,26 @@ enum ExternalDownload {
         let fd: Int32
         let curl: UnsafeMutableRawPointer
         var resumedFrom: Int64
+        /// Bytes in the partial file so far, and the most it may hold (the signed size).
+        var size: Int64
+        let limit: Int64?
         var checked = false
         var failure: String?
-        init(fd: Int32, curl: UnsafeMutableRawPointer, resumedFrom: Int64) {
+        init(fd: Int32, curl: UnsafeMutableRawPointer, resumedFrom: Int64, limit: Int64?) {
             self.fd = fd
             self.curl = curl
             self.resumedFrom = resumedFrom
+            size = resumedFrom
+            self.limit = limit
         }
     }
 
     /// Fetches the rest of `url` into `partial`. Blocking: call it off the cooperative pool.
+    /// `limit`: the size the signed manifest gives; a host sending more is cut off (a
+    /// compromised host must not fill the disk before the checksum can refuse its bytes).
     /// `stall`: seconds under 1 byte/s before the attempt is given up.
-    static func fetch(_ url: String, into partial: String, caFile: String?, stall: Int = 60) throws(ExternalDownloadError) {
+    static func fetch(_ url: String, into partial: String, caFile: String?, limit: Int64? = nil,
+                      stall: Int = 60) throws(ExternalDownloadError) {
         guard initialized, let curl = curl_easy_init() else { throw ExternalDownloadError(message: "libcurl failed to start", transient: false) }
         defer { curl_easy_cleanup(curl) }
         let fd = open(partial, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
@@ -48,7 +56,7 @@ enum ExternalDownload {
         defer { close(fd) }
         var status = stat()
         fstat(fd, &status)
-        let sink = Sink(fd: fd, curl: curl, resumedFrom: Int64(status.st_size))
+        let sink = Sink(fd: fd, curl: curl, resumedFrom: Int64(status.st_size), limit: limit)
         let context = Unmanaged.passRetained(sink)
         defer { context.release() }
 
@@ -75,10 +83,16 @@ enum ExternalDownload {
                 if sink.resumedFrom > 0 && flotilla_curl_response_code(sink.curl) == 200 {
                     guard ftruncate(sink.fd, 0) == 0 else { sink.failure = "cannot truncate the partial file"; return 0 }
                     sink.resumedFrom = 0
+                    sink.size = 0
                 }
             }
             var offset = 0
             let total = size * count
+            if let limit = sink.limit, sink.size + Int64(total) > limit {
+                sink.failure = "the host sent more than the \(limit) bytes the manifest says"
+                return 0
+            }
+            sink.size += Int64(total)
             while offset < total {
                 let written = Glibc.write(sink.fd, data! + offset, total - offset)
                 if written < 0 && errno == EINTR { continue }

@@ -1,7 +1,8 @@
 // A download step whose url is an external artifact host (Artifactory, S3): the real agent
 // against a real HTTP/1.1 server on loopback (Python's http.server, a separate process)
 // that redirects, drops the connection halfway through the first transfer, and then
-// answers the agent's `Range` request with the rest. And a 404, which fails at once.
+// answers the agent's `Range` request with the rest. A 404 fails at once, and a host
+// sending more than the signed size is cut off.
 
 import FlotillaAPI
 import FlotillaFlowFiles
@@ -27,6 +28,10 @@ final class ExternalDownloadTests: XCTestCase {
                 log.write(f"{self.path} {rng}\n"); log.flush()
                 if self.path == '/redirect':
                     self.send_response(302); self.send_header('Location', '/model.bin'); self.send_header('Content-Length', '0'); self.end_headers(); return
+                if self.path == '/huge':
+                    body = data * 4
+                    self.send_response(200); self.send_header('Content-Length', str(len(body))); self.end_headers()
+                    self.wfile.write(body); return
                 if self.path != '/model.bin':
                     self.send_response(404); self.send_header('Content-Length', '0'); self.end_headers(); return
                 start = int(rng.split('=')[1].split('-')[0]) if rng else 0
@@ -84,6 +89,12 @@ final class ExternalDownloadTests: XCTestCase {
         let missing = try await run("3.0", path: "/nothing-here")
         XCTAssertEqual(missing["state"], .string("failed"), "a 404 fails at once: nothing on the device changed")
         XCTAssertTrue(missing["failure"]?["message"]?.stringValue?.contains("answered 404") ?? false, missing.serialized)
+
+        // A host sending more than the signed size is cut off before it can fill the disk.
+        let flood = try await run("4.0", path: "/huge")
+        XCTAssertEqual(flood["state"], .string("failed"), flood.serialized)
+        XCTAssertTrue(flood["failure"]?["message"]?.stringValue?.contains("more than the \(sampleArtifact.utf8.count) bytes") ?? false,
+                      flood.serialized)
         await device.client.close()
         await admin.close()
         await server.stop()
