@@ -46,7 +46,9 @@ extension AgentDaemon {
             trustRefreshedAt = Date()
             if let message = try trust!.learn(try JSON.parse(response.body)) { log(message) }
         } catch {
-            log("cannot read the server's signing key document: \(error)")  // the next poll tries again
+            // Not urgent (the pinned key keeps working): try again in five minutes, not every poll.
+            trustRefreshedAt = Date().addingTimeInterval(-6 * 3600 + 300)
+            log("cannot read the server's signing key document: \(error)")
         }
     }
 }
