@@ -84,9 +84,10 @@ public final class HTTPServer: @unchecked Sendable {
         // Drain the backlog: one event can stand for many pending connections.
         while let (fd, peer) = Socket.accept(listener) {
             guard perAddress.tryAcquire(peer.host, cap: configuration.limits.maxConnectionsPerAddress) else {
-                // Closed before any byte is read: the cheapest refusal there is.
-                close(fd)
+                // Closed before any byte is read: the cheapest refusal there is. Counted first,
+                // so whoever sees the close also sees the count.
                 _ = refusedConnections.increment()
+                close(fd)
                 continue
             }
             _ = acceptedConnections.increment()

@@ -14,6 +14,19 @@ public func openFDCount(pid: Int32? = nil) -> Int {
     return ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).count
 }
 
+/// The process's open descriptors as "fd -> target" (readlink of /proc/…/fd/N), e.g.
+/// "12 -> socket:[4711]": a leak check can compare sets, so descriptors that other parts of
+/// a shared test process close meanwhile are not mistaken for anything.
+public func openFDs(pid: Int32? = nil) -> Set<String> {
+    let dir = pid.map { "/proc/\($0)/fd" } ?? "/proc/self/fd"
+    var out = Set<String>()
+    for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+        let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: dir + "/" + name)) ?? "?"
+        out.insert("\(name) -> \(target)")
+    }
+    return out
+}
+
 /// A blocking TCP socket for speaking raw bytes at the server.
 public final class RawSocket {
     public let fd: Int32
