@@ -55,7 +55,7 @@ final class KeyRotationTests: XCTestCase {
         let created = try await admin.call("POST", "/api/v1/deployments", rig.deployment(version: "5.0"))
         expect(created, 201)
         let agent = try rig.startAgent(["--config", config, "--server", rogue.url])
-        try await Task.sleep(for: .milliseconds(2500))
+        try await Task.sleep(for: .milliseconds(4000))
         agent.signal(SIGKILL)
         let log4 = agent.readToEnd()
         _ = agent.wait()

@@ -8,17 +8,18 @@ import XCTest
 
 final class RateLimitTests: XCTestCase {
     func testDevicesAndTokensAreLimitedEachOnItsOwn() async throws {
-        let server = try APIServer(limits: RateLimits(device: RateLimit(perSecond: 1, burst: 3), token: RateLimit(perSecond: 1, burst: 20),
-                                                      enrollment: RateLimit(perSecond: 1, burst: 1)))
+        // Slow refills (one request per 2 s) so a busy machine cannot refill a bucket mid-burst.
+        let server = try APIServer(limits: RateLimits(device: RateLimit(perSecond: 0.5, burst: 3), token: RateLimit(perSecond: 0.5, burst: 20),
+                                                      enrollment: RateLimit(perSecond: 0.5, burst: 1)))
         let admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
         let first = try await ScriptedDevice(server: server, admin: admin, name: "cam-1")
         let second = try await ScriptedDevice(server: server, admin: admin, name: "cam-2")
         for _ in 0..<3 { expect(try await first.client.call("GET", "/api/v1/agent/next"), 204) }
         let limited = try await first.client.call("GET", "/api/v1/agent/next")
         expect(limited, 429, code: "rate_limited")
-        XCTAssertEqual(limited.headers["retry-after"], "1")
+        XCTAssertEqual(limited.headers["retry-after"], "2")
         expect(try await second.client.call("GET", "/api/v1/agent/next"), 204)  // another device: its own bucket
-        try await Task.sleep(for: .milliseconds(1100))
+        try await Task.sleep(for: .milliseconds(2100))
         expect(try await first.client.call("GET", "/api/v1/agent/next"), 204)  // refilled after Retry-After
 
         // A token: the admin has used 2 of its 20 (the registrations); a viewer its own.
@@ -44,7 +45,7 @@ final class RateLimitTests: XCTestCase {
     /// for a while every request from it, a good token's too — and recovers once its
     /// bucket refills.
     func testRefusedTokensFromOneAddressAreSlowedDown() async throws {
-        let server = try APIServer(limits: RateLimits(refusedAuthentication: RateLimit(perSecond: 1, burst: 3)))
+        let server = try APIServer(limits: RateLimits(refusedAuthentication: RateLimit(perSecond: 0.5, burst: 3)))
         let guesser = APIClient(port: server.port, token: "flt_a_guess", wire: .h1)
         let admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
         for _ in 0..<3 { expect(try await guesser.call("GET", "/api/v1/groups"), 401, code: "invalid_token") }
@@ -52,7 +53,7 @@ final class RateLimitTests: XCTestCase {
         expect(slowed, 429, code: "rate_limited")
         XCTAssertNotNil(slowed.headers["retry-after"])
         expect(try await admin.call("GET", "/api/v1/groups"), 429, code: "rate_limited")  // same address
-        try await Task.sleep(for: .milliseconds(1100))
+        try await Task.sleep(for: .milliseconds(2100))
         expect(try await admin.call("GET", "/api/v1/groups"), 200)
         for client in [guesser, admin] { await client.close() }
         await server.stop()
