@@ -83,7 +83,7 @@ final class AgentEdgeTests: XCTestCase {
         // the server does not trust it. Either way nothing reaches the device.
         for arguments in [["--client-cert", identity.certificate, "--client-key", identity.key], ["--ca-file", TestCertificate.caPath]] {
             let agent = try rig.startAgent(["--config", rig.work + "/none.conf", "--server", url, "--token", device.token] + arguments)
-            try await Task.sleep(for: .milliseconds(1500))
+            try await Task.sleep(for: .milliseconds(3000))
             agent.signal(SIGKILL)
             let log = agent.readToEnd()
             _ = agent.wait()

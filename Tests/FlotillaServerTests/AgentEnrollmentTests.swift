@@ -45,7 +45,7 @@ final class AgentEnrollmentTests: XCTestCase {
         // The agent polls while pending (refused, backing off), then works once accepted.
         let body = rig.deployment(version: "2.0", target: #"{"groups":["field"]}"#)
         let waiting = try rig.startAgent(["--config", config])
-        try await Task.sleep(for: .milliseconds(1500))
+        try await Task.sleep(for: .milliseconds(3000))
         expect(try await admin.call("POST", "/api/v1/deployments", body), 422)  // a pending device is not a target
         expect(try await admin.call("POST", "/api/v1/devices/sensor-9/accept"), 200)
         let deployed = try await admin.call("POST", "/api/v1/deployments", body)

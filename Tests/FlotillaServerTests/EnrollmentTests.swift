@@ -177,7 +177,7 @@ final class EnrollmentTests: XCTestCase {
 
     /// Replicas learn of a change through NOTIFY, milliseconds later.
     private func eventually(_ condition: @escaping () async throws -> Bool) async throws {
-        for _ in 0..<100 {
+        for _ in 0..<250 {
             if try await condition() { return }
             try await Task.sleep(for: .milliseconds(20))
         }

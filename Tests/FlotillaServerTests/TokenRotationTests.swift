@@ -52,7 +52,7 @@ final class TokenRotationTests: XCTestCase {
         expect(try await call("GET", "/api/v1/agent/next", token: second), 204)  // first use: the switch
         expect(try await call("GET", "/api/v1/agent/next", token: original), 401, code: "invalid_token")
         var refused = false
-        for _ in 0..<100 where !refused {
+        for _ in 0..<250 where !refused {
             refused = try await call("GET", "/api/v1/agent/next", token: original, on: replica).status == 401
             if !refused { try await Task.sleep(for: .milliseconds(20)) }
         }
