@@ -70,13 +70,7 @@ extension ManagementAPI {
     }
 
     private func deviceForToken(_ request: HTTPRequest) async throws -> DeviceCaller {
-        let header = request.headers["authorization"] ?? ""
-        let parts = header.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer", parts[1].hasPrefix("flt_d_"), parts[1].utf8.count <= 256 else {
-            throw HTTPError(401, code: "unauthorized", message: "send the device token: Authorization: Bearer flt_d_…",
-                            headers: ["www-authenticate": "Bearer"])
-        }
-        let hash = Secrets.sha256(parts[1].utf8)
+        let hash = try Self.bearerHash(request, prefix: "flt_d_", what: "the device token", example: "flt_d_…")
         if let cached = deviceTokens.lookup(hash) { return cached }
         let generation = deviceTokens.currentGeneration()
         // The current token, or the one before a rotation the device has not completed yet.
@@ -87,8 +81,7 @@ extension ManagementAPI {
                 FROM devices WHERE token_hash = \(Bytea(hash)) OR previous_token_hash = \(Bytea(hash))
                 """).first,
               Secrets.constantTimeEquals(try row.decode(Bytea.self, column: "matched").bytes, hash) else {
-            throw HTTPError(401, code: "invalid_token", message: "the device token is unknown (was it rotated, or the device deleted?)",
-                            headers: ["www-authenticate": #"Bearer error="invalid_token""#])
+            throw Self.invalidToken("invalid_token", "the device token is unknown (was it rotated, or the device deleted?)")
         }
         if try row.decode(Bool.self, column: "switching") {
             try await completeRotation(device: try row.decode(String.self, column: "id"), hash: hash)
@@ -96,8 +89,7 @@ extension ManagementAPI {
         // Only an accepted device with a live token gets through, and only that is cached:
         // any change of these flushes the cache everywhere (DeviceAccess.swift).
         if try row.decode(Bool.self, column: "revoked") {
-            throw HTTPError(401, code: "token_revoked", message: "this device token was revoked; an operator must rotate it",
-                            headers: ["www-authenticate": #"Bearer error="invalid_token""#])
+            throw Self.invalidToken("token_revoked", "this device token was revoked; an operator must rotate it")
         }
         switch AdmissionState(rawValue: try row.decode(String.self, column: "status")) {
         case .accepted?:

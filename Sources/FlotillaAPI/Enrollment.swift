@@ -38,23 +38,17 @@ extension ManagementAPI {
     /// Who is enrolling: a known enrollment token that can still be used. The use itself is
     /// taken in `enroll`, conditionally, so this check is advice and that one is the rule.
     func authenticateEnrollment(_ request: HTTPRequest) async throws -> EnrollmentCaller {
-        let parts = (request.headers["authorization"] ?? "").split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer", parts[1].hasPrefix("flt_e_"), parts[1].utf8.count <= 256 else {
-            throw HTTPError(401, code: "unauthorized", message: "send an enrollment token: Authorization: Bearer flt_e_…",
-                            headers: ["www-authenticate": "Bearer"])
-        }
-        let hash = Secrets.sha256(parts[1].utf8)
+        let hash = try Self.bearerHash(request, prefix: "flt_e_", what: "an enrollment token", example: "flt_e_…")
         let row = try await db.query("""
             SELECT id::text, secret_hash, revoked_at IS NOT NULL, expires_at <= \(Timestamp(engine.clock.now())), uses >= max_uses
             FROM enrollment_tokens WHERE secret_hash = \(Bytea(hash))
             """).first
         guard let row, Secrets.constantTimeEquals(try row.decode(Bytea.self, column: "secret_hash").bytes, hash) else {
-            throw HTTPError(401, code: "invalid_token", message: "the enrollment token is unknown",
-                            headers: ["www-authenticate": #"Bearer error="invalid_token""#])
+            throw Self.invalidToken("invalid_token", "the enrollment token is unknown")
         }
         let (id, _, revoked, expired, exhausted) = try row.decode(String.self, Bytea.self, Bool.self, Bool.self, Bool.self)
-        if revoked { throw HTTPError(401, code: "enrollment_token_revoked", message: "the enrollment token was revoked") }
-        if expired { throw HTTPError(401, code: "enrollment_token_expired", message: "the enrollment token has expired") }
+        if revoked { throw Self.invalidToken("enrollment_token_revoked", "the enrollment token was revoked") }
+        if expired { throw Self.invalidToken("enrollment_token_expired", "the enrollment token has expired") }
         if exhausted {
             throw HTTPError(403, code: "enrollment_token_exhausted", message: "the enrollment token has been used as often as it may be")
         }

@@ -9,12 +9,17 @@ import FlotillaTransport
 extension ManagementAPI {
     static let flowColumns = "f.name, f.version, f.app, f.definition, f.created_at"
 
-    static func flowJSON(_ row: PGRow) throws -> JSON {
+    /// `withDocument` (a single flow's GET): also the flow as authors write it, ready to edit
+    /// and apply again. Listings and apply answers leave it out: it is the definition again.
+    static func flowJSON(_ row: PGRow, withDocument: Bool = false) throws -> JSON {
         let (name, version, app, definition, created) = try row.decode(String.self, Int.self, String.self, JSONText.self, Timestamp.self)
-        // `document`: the same flow as authors write it, ready to edit and apply again.
-        let document = (try? JSON.parse(Array(definition.text.utf8))).map(FlowDefinition.document(fromCanonical:)) ?? .null
-        return .fields([("name", .string(name)), ("version", .int(version)), ("app", .string(app)),
-                        ("definition", .raw(definition.text)), ("document", document), ("created_at", .string(created.rfc3339))])
+        var fields: [(String, JSON)] = [("name", .string(name)), ("version", .int(version)), ("app", .string(app)),
+                                        ("definition", .raw(definition.text))]
+        if withDocument {
+            fields.append(("document", (try? JSON.parse(Array(definition.text.utf8))).map(FlowDefinition.document(fromCanonical:)) ?? .null))
+        }
+        fields.append(("created_at", .string(created.rfc3339)))
+        return .fields(fields)
     }
 
     /// Parses a flow document or throws 422 listing every problem with its path.
@@ -74,7 +79,7 @@ extension ManagementAPI {
                 SELECT DISTINCT ON (f.name) \(unsafe: Self.flowColumns) FROM flows f
                 WHERE (\(after)::text IS NULL OR f.name > \(after)) ORDER BY f.name, f.version DESC LIMIT \(limit + 1)
                 """)
-            return try page(try rows.map(Self.flowJSON), limit: limit) { try rows[$0].decode(String.self, column: "name") }
+            return try page(try rows.map { try Self.flowJSON($0) }, limit: limit) { try rows[$0].decode(String.self, column: "name") }
         }
 
         route(&router, "GET", "/api/v1/flows/{name}", role: .viewer) { request, _ in
@@ -82,7 +87,7 @@ extension ManagementAPI {
             guard let row = try await db.query("""
                 SELECT \(unsafe: Self.flowColumns) FROM flows f WHERE f.name = \(name) ORDER BY f.version DESC LIMIT 1
                 """).first else { throw APIError.notFound("no flow '\(name)'") }
-            return .json(200, try Self.flowJSON(row).serialized)
+            return .json(200, try Self.flowJSON(row, withDocument: true).serialized)
         }
 
         route(&router, "GET", "/api/v1/flows/{name}/versions/{version}", role: .viewer) { request, _ in
@@ -93,7 +98,7 @@ extension ManagementAPI {
             guard let row = try await db.query("""
                 SELECT \(unsafe: Self.flowColumns) FROM flows f WHERE f.name = \(name) AND f.version = \(version)
                 """).first else { throw APIError.notFound("no flow '\(name)' version \(version)") }
-            return .json(200, try Self.flowJSON(row).serialized)
+            return .json(200, try Self.flowJSON(row, withDocument: true).serialized)
         }
     }
 }

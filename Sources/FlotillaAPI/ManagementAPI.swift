@@ -38,7 +38,10 @@ public struct ManagementAPI: Sendable {
     /// mTLS for devices: the device API and enrollment need a verified client certificate
     /// whose CN is the device's name (DeviceAPI.swift).
     let deviceCertificates: Bool
+    /// Buckets per caller (device, token, enrollment token), and per client address for
+    /// refused authentications: two limiters, so neither key needs a prefix to keep apart.
     let limiter = RateLimiter()
+    let refusals = RateLimiter()
     private let listener: PGListener?
 
     /// With `listen`, a PGListener on that database keeps the token cache honest across
@@ -176,15 +179,15 @@ public struct ManagementAPI: Sendable {
     /// presenting bad tokens is answered 429 before any lookup (each costs a query), until
     /// its bucket refills — guessing is slowed, and so is a flood aimed at the database.
     func authenticateLimited<Who>(_ request: HTTPRequest, _ authenticate: (HTTPRequest) async throws -> Who) async throws -> Who {
-        let key = "refused:" + (request.remoteAddress ?? "-")
-        if limiter.isExhausted(key, limits.refusedAuthentication, at: RateLimiter.now()) {
+        let key = request.remoteAddress ?? "-"
+        if refusals.isExhausted(key, limits.refusedAuthentication, at: RateLimiter.now()) {
             throw HTTPError(429, code: "rate_limited", message: "too many refused tokens from this address; retry in a few seconds",
                             headers: ["retry-after": "5"])
         }
         do {
             return try await authenticate(request)
         } catch let error as HTTPError where error.status == 401 {
-            _ = limiter.request(key, limits.refusedAuthentication, at: RateLimiter.now())
+            _ = refusals.request(key, limits.refusedAuthentication, at: RateLimiter.now())
             throw error
         }
     }

@@ -32,18 +32,12 @@ public struct ManifestSigner: Sendable {
 
     public var keyID: String { Ed25519.keyID(key.publicKey) }
 
-    /// What the current key signs to vouch for the next one (agents check it with the key
-    /// they pinned before adopting the next; see ManifestTrust in the agent).
-    public static func endorsementMessage(next publicKey: [UInt8]) -> [UInt8] {
-        Array("flotilla next manifest key v1:".utf8) + publicKey
-    }
-
     /// `GET /api/v1/agent/signing-key`: what agents pin (configured, or fetched on first
     /// start), and during a rotation the next key with the current key's endorsement.
     var publicKeyJSON: JSON {
         var fields: [(String, JSON)] = [("alg", .string("ed25519")), ("key_id", .string(keyID)),
                                         ("public_key", .string(Base64URL.encode(key.publicKey)))]
-        if let next, let endorsement = try? key.sign(Self.endorsementMessage(next: next.publicKey)) {
+        if let next, let endorsement = try? key.sign(ManifestKeyEndorsement.message(next: next.publicKey)) {
             fields.append(("next", .fields([
                 ("key_id", .string(Ed25519.keyID(next.publicKey))), ("public_key", .string(Base64URL.encode(next.publicKey))),
                 ("endorsement", .string(Base64URL.encode(endorsement))),

@@ -42,16 +42,7 @@ struct Caller: Sendable {
 
 extension ManagementAPI {
     func authenticate(_ request: HTTPRequest) async throws -> Caller {
-        guard let header = request.headers["authorization"] else {
-            throw HTTPError(401, code: "unauthorized", message: "send an API token: Authorization: Bearer <token>",
-                            headers: ["www-authenticate": "Bearer"])
-        }
-        let parts = header.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer", !parts[1].isEmpty, parts[1].utf8.count <= 256 else {
-            throw HTTPError(401, code: "unauthorized", message: "the Authorization header must be 'Bearer <token>'",
-                            headers: ["www-authenticate": "Bearer"])
-        }
-        let hash = Secrets.sha256(parts[1].utf8)
+        let hash = try Self.bearerHash(request, prefix: "", what: "an API token", example: "<token>")
         let now = Timestamp(engine.clock.now())
         if let cached = tokens.lookup(hash), cached.expiresAt.map({ now < $0 }) ?? true { return cached }
         let generation = tokens.currentGeneration()
@@ -65,12 +56,10 @@ extension ManagementAPI {
             """).first.map { try $0.decode(String.self, String.self, Bytea.self, JSONText?.self, JSONText?.self, Timestamp?.self) }
         guard let (id, roleName, stored, flows, groups, expires) = found, Secrets.constantTimeEquals(stored.bytes, hash),
               let role = Role(rawValue: roleName) else {
-            throw HTTPError(401, code: "invalid_token", message: "the API token is unknown or revoked",
-                            headers: ["www-authenticate": #"Bearer error="invalid_token""#])
+            throw Self.invalidToken("invalid_token", "the API token is unknown or revoked")
         }
         if let expires, expires <= now {
-            throw HTTPError(401, code: "token_expired", message: "the API token expired at \(expires.rfc3339)",
-                            headers: ["www-authenticate": #"Bearer error="invalid_token""#])
+            throw Self.invalidToken("token_expired", "the API token expired at \(expires.rfc3339)")
         }
         let caller = Caller(tokenID: id, role: role, scope: TokenScope(flows: Self.strings(flows), groups: Self.strings(groups)), expiresAt: expires)
         tokens.store(hash, caller, generation: generation)
@@ -181,6 +170,26 @@ extension ManagementAPI {
                 """)
             return secret
         }
+    }
+}
+
+extension ManagementAPI {
+    /// The SHA-256 of the secret in `Authorization: Bearer <secret>` (which must start with
+    /// `prefix`): what every kind of token is looked up by. 401 when the header is missing
+    /// or malformed, naming `what` the route wants.
+    static func bearerHash(_ request: HTTPRequest, prefix: String, what: String, example: String) throws -> [UInt8] {
+        let parts = (request.headers["authorization"] ?? "").split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer", !parts[1].isEmpty, parts[1].hasPrefix(prefix),
+              parts[1].utf8.count <= 256 else {
+            throw HTTPError(401, code: "unauthorized", message: "send \(what): Authorization: Bearer \(example)",
+                            headers: ["www-authenticate": "Bearer"])
+        }
+        return Secrets.sha256(parts[1].utf8)
+    }
+
+    /// A 401 for a token that was presented but is not (or no longer) good.
+    static func invalidToken(_ code: String, _ message: String) -> HTTPError {
+        HTTPError(401, code: code, message: message, headers: ["www-authenticate": #"Bearer error="invalid_token""#])
     }
 }
 

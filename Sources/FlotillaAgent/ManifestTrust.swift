@@ -15,6 +15,7 @@
 // (the old one is remembered as rotated away, so a configuration still naming it does not
 // undo the rotation at the next start).
 
+import FlotillaCore
 import FlotillaJSON
 import FlotillaTransport
 import Foundation
@@ -71,17 +72,12 @@ struct ManifestTrust {
             return nil
         }
         guard let endorsement = next["endorsement"]?.stringValue.flatMap(Base64URL.decode),
-              Ed25519.verify(signature: endorsement, of: Self.endorsementMessage(next: key), publicKey: publicKey) else {
+              Ed25519.verify(signature: endorsement, of: ManifestKeyEndorsement.message(next: key), publicKey: publicKey) else {
             return "ignoring an announced next manifest key \(Ed25519.keyID(key)): not endorsed by the pinned key"
         }
         nextKey = key
         try save()
         return "the server announced its next manifest key \(Ed25519.keyID(key)), endorsed by the pinned one"
-    }
-
-    /// The same message ManifestSigner.endorsementMessage signs on the server.
-    static func endorsementMessage(next publicKey: [UInt8]) -> [UInt8] {
-        Array("flotilla next manifest key v1:".utf8) + publicKey
     }
 
     /// The execution to act on and when it was issued, or why the manifest is refused.

@@ -1,6 +1,7 @@
 // The agent machine's inputs and outputs in the device API's JSON: a manifest's execution
 // → AgentJob, an OutgoingReport → a report body. Shared by the agent (AgentDaemon) and the
-// simulator's virtual devices, so both speak exactly the same reports.
+// simulator's virtual devices, so both speak exactly the same reports; and the bytes a
+// manifest key signs to vouch for its successor, shared by the server and the agent.
 
 import FlotillaJSON
 
@@ -25,5 +26,13 @@ extension OutgoingReport {
         if let logTail { fields.append(("log_tail", .string(logTail))) }
         if let version { fields.append(("version", .string(version))) }
         return .fields(fields)
+    }
+}
+
+/// Manifest-key rotation: the server's current key signs these bytes to endorse the next
+/// key (ManifestSigner); an agent checks that signature before adopting it (ManifestTrust).
+public enum ManifestKeyEndorsement {
+    public static func message(next publicKey: [UInt8]) -> [UInt8] {
+        Array("flotilla next manifest key v1:".utf8) + publicKey
     }
 }

@@ -1,9 +1,10 @@
 // FlotillaCore: the pure core of Flotilla.
 //
-// The per-device update state machine, the rollout policy and the agent's own
-// state machine will live here. The rule for this module: no I/O, no clock, no
-// Foundation, no Dispatch, no Glibc — time is an argument, effects are returned
-// as plain Equatable actions. `.ci/run` fails the build if this rule is broken.
+// The per-device update state machine, the agent's own state machine, device admission,
+// token scopes and the rate limiter's token bucket live here (the rollout policy will
+// join them). The rule for this module: no I/O, no clock, no Foundation, no Dispatch,
+// no Glibc — time is an argument, effects are returned as plain Equatable actions.
+// `scripts/test` (which `.ci/run` runs) fails if this rule is broken.
 
 /// The product's version, shared by the server (`GET /version`), the agent and the CLI.
 public enum FlotillaVersion {

@@ -5,8 +5,9 @@
 // Why blocking workers and not async libpq on the event loops: a worker keeps each
 // connection's code straight-line (send, read, done), and its cost is one queue hop per
 // *batch*, not per statement, because `query` batches concurrent statements into one
-// pipeline. The async form (a read source on PQsocket driving PQconsumeInput/PQisBusy)
-// was not built to compare; bench/api.sh is where that comparison belongs.
+// pipeline. The async form (`driver: .async`, PGPipelineConnection: a read source on
+// PQsocket driving nonblocking pipelines) is built too; bench/api.sh measures both, and
+// the workers are faster here, so they are the default.
 //
 // Callers borrow a connection for one synchronous closure:
 //

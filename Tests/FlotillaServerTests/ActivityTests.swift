@@ -6,19 +6,10 @@ import FlotillaAPI
 import FlotillaCore
 import XCTest
 
-final class ActivityTests: XCTestCase {
-    var server: APIServer!
-    var admin: APIClient!
-
+final class ActivityTests: ServerTestCase {
     override func setUp() async throws {
-        server = try APIServer()
-        admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
+        try await super.setUp()
         try await admin.prepareHardhatModel()
-    }
-
-    override func tearDown() async throws {
-        await admin.close()
-        await server.stop()
     }
 
     func testFailuresEventsAndDeviceHistory() async throws {

@@ -7,20 +7,7 @@ import FlotillaAPI
 import FlotillaStore
 import XCTest
 
-final class AuditTests: XCTestCase {
-    var server: APIServer!
-    var admin: APIClient!
-
-    override func setUp() async throws {
-        server = try APIServer()
-        admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
-    }
-
-    override func tearDown() async throws {
-        await admin.close()
-        await server.stop()
-    }
-
+final class AuditTests: ServerTestCase {
     func testMutationsAreRecordedAndTheLogIsAppendOnly() async throws {
         let viewerAnswer = try await admin.call("POST", "/api/v1/tokens", #"{"name":"dashboard","role":"viewer"}"#)
         expect(viewerAnswer, 201)

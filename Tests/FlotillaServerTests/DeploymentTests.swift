@@ -7,20 +7,13 @@ import XCTest
 
 /// Flows, deployments and the per-device machine through the real server and PostgreSQL,
 /// with scripted devices on HTTP/2.
-final class DeploymentTests: XCTestCase {
-    var server: APIServer!
-    var admin: APIClient!
-    let clock = ManualClock()
+final class DeploymentTests: ServerTestCase {
+    override var usesManualClock: Bool { true }
+    override var adminWire: Wire { .h1 }  // pipelines speak HTTP/1.1
 
     override func setUp() async throws {
-        server = try APIServer(clock: clock.wallClock)
-        admin = APIClient(port: server.port, token: server.adminToken, wire: .h1)  // pipelines speak HTTP/1.1
+        try await super.setUp()
         try await admin.prepareHardhatModel()
-    }
-
-    override func tearDown() async throws {
-        await admin.close()
-        await server.stop()
     }
 
     func deploy(_ body: String, headers: [String: String] = [:]) async throws -> String {

@@ -7,21 +7,12 @@ import FlotillaAPI
 import FlotillaStore
 import XCTest
 
-final class EnrollmentTests: XCTestCase {
-    var clock: ManualClock!
-    var server: APIServer!
-    var admin: APIClient!
+final class EnrollmentTests: ServerTestCase {
+    override var usesManualClock: Bool { true }
 
     override func setUp() async throws {
-        clock = ManualClock()
-        server = try APIServer(clock: clock.wallClock)
-        admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
+        try await super.setUp()
         expect(try await admin.call("POST", "/api/v1/groups", #"{"name":"site-berlin"}"#), 201)
-    }
-
-    override func tearDown() async throws {
-        await admin.close()
-        await server.stop()
     }
 
     /// A new enrollment token's secret and id.
@@ -141,7 +132,7 @@ final class EnrollmentTests: XCTestCase {
         // Rejected: refused at once, on both replicas.
         expect(try await admin.call("POST", "/api/v1/devices/cam-a/reject"), 200)
         expect(try await poll(token), 403, code: "device_rejected")
-        try await eventually { try await self.poll(token, on: replica).status == 403 }
+        try await eventually("the other replica refuses the rejected device") { try await self.poll(token, on: replica).status == 403 }
         expect(try await admin.call("POST", "/api/v1/devices/cam-a/accept"), 200)
         expect(try await poll(token), 204)
         expect(try await poll(token, on: replica), 204)
@@ -151,7 +142,7 @@ final class EnrollmentTests: XCTestCase {
         expect(revoked, 200)
         XCTAssertNotEqual(revoked.json["token_revoked_at"], .null)
         expect(try await poll(token), 401, code: "token_revoked")
-        try await eventually { try await self.poll(token, on: replica).status == 401 }
+        try await eventually("the other replica refuses the revoked token") { try await self.poll(token, on: replica).status == 401 }
         let rotated = try await admin.call("POST", "/api/v1/devices/cam-a/rotate-token")
         expect(rotated, 200)
         let fresh = try XCTUnwrap(rotated.json["device_token"]?.stringValue)
@@ -173,14 +164,5 @@ final class EnrollmentTests: XCTestCase {
         expect(try await enroll(secret, "cam-b"), 409, code: "conflict")  // claimed once only
         expect(try await admin.call("POST", "/api/v1/devices/nobody/accept"), 404)
         expect(try await admin.call("GET", "/api/v1/devices?status=sleepy"), 422)
-    }
-
-    /// Replicas learn of a change through NOTIFY, milliseconds later.
-    private func eventually(_ condition: @escaping () async throws -> Bool) async throws {
-        for _ in 0..<250 {
-            if try await condition() { return }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        XCTFail("the other replica never saw the change")
     }
 }

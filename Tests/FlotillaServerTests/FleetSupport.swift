@@ -1,5 +1,7 @@
-// Helpers for deployment tests: a clock the test moves by hand, and a scripted device
-// that speaks the device API over HTTP/2 (the real agent is a later issue).
+// Helpers for deployment tests: a clock the test moves by hand, a wait for what other
+// replicas learn a moment later, and a scripted device that speaks the device API over
+// HTTP/2, so API tests say exactly which report arrives when (the real agent's scenarios
+// are in AgentTests).
 
 import FlotillaAPI
 import FlotillaFlowFiles
@@ -14,6 +16,18 @@ final class ManualClock: Sendable {
     private let current = Mutex(WallClock.system.now())
     func advance(seconds: Int) { current.withLock { $0 = $0.adding(seconds: seconds) } }
     var wallClock: WallClock { WallClock { [self] in current.withLock { $0 } } }
+}
+
+/// Waits (up to `seconds`) until `condition` holds, then returns; fails the test with
+/// `what` if it never does. For what other replicas or processes learn a moment later.
+func eventually(_ what: String, seconds: Double = 5, every interval: Duration = .milliseconds(20),
+                file: StaticString = #filePath, line: UInt = #line, _ condition: () async throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: interval)
+    }
+    XCTFail("never happened: \(what)", file: file, line: line)
 }
 
 /// A device registered through the management API, reporting through the device API.

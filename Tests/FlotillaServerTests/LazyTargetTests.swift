@@ -5,19 +5,12 @@ import XCTest
 /// Deployments record their targets; each device's execution is made when it first polls
 /// (migration 0006). Until then the target must read exactly as a queued execution would:
 /// in counts, listings, supersession, cancel, the devices filter and device deletion.
-final class LazyTargetTests: XCTestCase {
-    var server: APIServer!
-    var admin: APIClient!
+final class LazyTargetTests: ServerTestCase {
+    override var adminWire: Wire { .h1 }  // pipelines speak HTTP/1.1
 
     override func setUp() async throws {
-        server = try APIServer()
-        admin = APIClient(port: server.port, token: server.adminToken, wire: .h1)
+        try await super.setUp()
         try await admin.prepareHardhatModel()
-    }
-
-    override func tearDown() async throws {
-        await admin.close()
-        await server.stop()
     }
 
     func deploy(_ version: String, _ target: String = #"{"groups":["site-berlin"]}"#) async throws -> String {

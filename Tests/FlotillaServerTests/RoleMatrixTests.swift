@@ -9,21 +9,8 @@ import Foundation
 import XCTest
 import Yams
 
-final class RoleMatrixTests: XCTestCase {
-    var clock: ManualClock!
-    var server: APIServer!
-    var admin: APIClient!
-
-    override func setUp() async throws {
-        clock = ManualClock()
-        server = try APIServer(clock: clock.wallClock)
-        admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
-    }
-
-    override func tearDown() async throws {
-        await admin.close()
-        await server.stop()
-    }
+final class RoleMatrixTests: ServerTestCase {
+    override var usesManualClock: Bool { true }
 
     private func token(_ body: String) async throws -> APIClient {
         let created = try await admin.call("POST", "/api/v1/tokens", body)

@@ -9,20 +9,11 @@ import FlotillaTestSupport
 import Foundation
 import XCTest
 
-final class SimulatorTests: XCTestCase {
-    var server: APIServer!
-    var admin: APIClient!
-
+final class SimulatorTests: ServerTestCase {
     override func setUp() async throws {
-        server = try APIServer()
-        admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
+        try await super.setUp()
         _ = try await admin.applyFlowFile("hardhat-model.yaml")
         try await admin.uploadSampleArtifact()
-    }
-
-    override func tearDown() async throws {
-        await admin.close()
-        await server.stop()
     }
 
     /// Runs the simulator for `devices` devices in `group`, deploys to the group once they are

@@ -150,3 +150,25 @@ struct RunLogHandler: LogHandler {
         TestLog.append("\(level) \(message) \(fields.joined(separator: " "))")
     }
 }
+
+/// A test with one server on a fresh database and an admin client, both stopped after it.
+/// Subclasses add their fixtures in `setUp` after `super.setUp()`.
+class ServerTestCase: XCTestCase {
+    var server: APIServer!
+    var admin: APIClient!
+    /// A clock the test moves by hand; the server reads it when `usesManualClock`.
+    let clock = ManualClock()
+    var usesManualClock: Bool { false }
+    /// How the admin client talks (pipelines speak HTTP/1.1, the CLI HTTP/2).
+    var adminWire: Wire { .h2 }
+
+    override func setUp() async throws {
+        server = try APIServer(clock: usesManualClock ? clock.wallClock : .system)
+        admin = APIClient(port: server.port, token: server.adminToken, wire: adminWire)
+    }
+
+    override func tearDown() async throws {
+        await admin?.close()
+        await server?.stop()
+    }
+}

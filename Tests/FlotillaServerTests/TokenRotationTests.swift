@@ -9,20 +9,7 @@ import FlotillaTestSupport
 import Foundation
 import XCTest
 
-final class TokenRotationTests: XCTestCase {
-    var server: APIServer!
-    var admin: APIClient!
-
-    override func setUp() async throws {
-        server = try APIServer()
-        admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
-    }
-
-    override func tearDown() async throws {
-        await admin.close()
-        await server.stop()
-    }
-
+final class TokenRotationTests: ServerTestCase {
     private func call(_ method: String, _ path: String, token: String, on target: APIServer? = nil) async throws -> APIResponse {
         let client = APIClient(port: (target ?? server).port, token: token, wire: .h1)
         defer { Task { await client.close() } }
@@ -51,12 +38,9 @@ final class TokenRotationTests: XCTestCase {
 
         expect(try await call("GET", "/api/v1/agent/next", token: second), 204)  // first use: the switch
         expect(try await call("GET", "/api/v1/agent/next", token: original), 401, code: "invalid_token")
-        var refused = false
-        for _ in 0..<250 where !refused {
-            refused = try await call("GET", "/api/v1/agent/next", token: original, on: replica).status == 401
-            if !refused { try await Task.sleep(for: .milliseconds(20)) }
+        try await eventually("the other replica forgets the old token too") {
+            try await call("GET", "/api/v1/agent/next", token: original, on: replica).status == 401
         }
-        XCTAssertTrue(refused, "the other replica forgets the old token too")
 
         let audit = try await admin.call("GET", "/api/v1/audit")
         let rotations = audit.json["items"]?.arrayValue?.filter { $0["path"] == .string("/api/v1/agent/token") } ?? []
@@ -86,12 +70,9 @@ final class TokenRotationTests: XCTestCase {
         let written = try XCTUnwrap(try AgentOptionsFile.token(config))
         XCTAssertNotEqual(written, device.token)
         // The agent's next poll uses the new token, which retires the old one.
-        var retired = false
-        for _ in 0..<100 where !retired {
-            retired = try await call("GET", "/api/v1/agent/next", token: device.token).status == 401
-            if !retired { try await Task.sleep(for: .milliseconds(100)) }
+        try await eventually("the running agent switched to the rotated token", seconds: 10, every: .milliseconds(100)) {
+            try await call("GET", "/api/v1/agent/next", token: device.token).status == 401
         }
-        XCTAssertTrue(retired, "the running agent switched to the rotated token")
         expect(try await call("GET", "/api/v1/agent/next", token: written), 204)
         let (again, refusal) = try ChildProcess.run(binary, ["rotate-token", "--config", rig.work + "/none.conf", "--token", written,
                                                              "--server", server.url])
