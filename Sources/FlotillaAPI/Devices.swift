@@ -36,6 +36,10 @@ extension ManagementAPI {
         ])
     }
 
+    static func deviceResponse(_ entry: DeviceCache.Entry) -> HTTPResponse {
+        HTTPResponse(status: 200, headers: ["content-type": "application/json", "etag": entry.etag], body: entry.body)
+    }
+
     /// `d.id = …` for an id, `d.name = …` for a name.
     static func deviceMatch(_ ident: String) -> SQL {
         isUUID(ident) ? "d.id = \(ident)::uuid" : "d.name = \(ident)"
@@ -139,11 +143,19 @@ extension ManagementAPI {
             return try page(items, limit: limit) { try rows[$0].decode(String.self, column: "name") }
         }
 
-        route(&router, "GET", "/api/v1/devices/{device}", role: .viewer) { request, _ in
+        // Answered on the event loop when cached (see MemoryAnswers), else by a query.
+        route(&router, "GET", "/api/v1/devices/{device}", role: .viewer, fromMemory: { [deviceCache] request, _ in
+            deviceCache.lookup(request.pathParameters["device"]!).map(Self.deviceResponse)
+        }) { request, _ in
             let ident = request.pathParameters["device"]!
+            if let cached = deviceCache.lookup(ident) { return Self.deviceResponse(cached) }
+            let generation = deviceCache.currentGeneration()
             let row = try await db.query("SELECT \(unsafe: Self.deviceColumns) FROM devices d WHERE \(Self.deviceMatch(ident))").first
             guard let row else { throw APIError.notFound("no device '\(ident)'") }
-            return .json(200, try Self.deviceJSON(row).serialized, headers: ["etag": "\"\(try row.decode(Int.self, column: "version"))\""])
+            let entry = DeviceCache.Entry(deviceID: try row.decode(String.self, column: "id"), body: Array(try Self.deviceJSON(row).serialized.utf8),
+                                          etag: "\"\(try row.decode(Int.self, column: "version"))\"")
+            deviceCache.store(ident, entry, generation: generation)
+            return Self.deviceResponse(entry)
         }
 
         route(&router, "PATCH", "/api/v1/devices/{device}", role: .admin) { request, _ in

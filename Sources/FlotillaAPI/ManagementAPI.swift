@@ -28,6 +28,8 @@ public struct ManagementAPI: Sendable {
     /// query. Work only ever appears through a new deployment, which flushes it (here at once,
     /// elsewhere through NOTIFY), so a cached "nothing" is never older than that.
     let idleDevices = TokenCache<Bool>(ttlSeconds: 30, capacity: 1_000_000)
+    /// Answers of `GET /api/v1/devices/{device}` (see DeviceCache for why they stay true).
+    let deviceCache = DeviceCache()
     let engine: ExecutionEngine
     let artifacts: ArtifactStore
     public let signer: ManifestSigner
@@ -58,15 +60,21 @@ public struct ManagementAPI: Sendable {
         self.artifacts = artifacts
         let engine = ExecutionEngine(db: db, clock: clock)
         self.engine = engine
-        listener = listen.map { [tokens, deviceTokens, idleDevices] options in
+        listener = listen.map { [tokens, deviceTokens, idleDevices, deviceCache] options in
             PGListener(options: options, channel: Self.changeChannel,
                        onChange: { enabled in
                            tokens.setEnabled(enabled)
                            deviceTokens.setEnabled(enabled)
                            idleDevices.setEnabled(enabled)
+                           deviceCache.setEnabled(enabled)
                        },
                        onNotify: { payload in
-                           if payload.hasPrefix(Self.workPrefix) {
+                           if payload.hasPrefix(Self.devicesPrefix) {
+                               // Sent by the triggers of migrations/0010: these devices' answers changed.
+                               if !deviceCache.deafForTesting.load(ordering: .relaxed) {
+                                   deviceCache.invalidate(payload: payload.dropFirst(Self.devicesPrefix.count))
+                               }
+                           } else if payload.hasPrefix(Self.workPrefix) {
                                // A deployment committed (maybe on another replica): wake its devices' polls here.
                                idleDevices.invalidateAll()
                                let id = String(payload.dropFirst(Self.workPrefix.count))
@@ -87,9 +95,11 @@ public struct ManagementAPI: Sendable {
 
     /// One NOTIFY channel for every replica-wide change: a token revoked or a device deleted
     /// (flush the token caches), or `work:<deployment id>` (new executions: flush the idle
-    /// cache, wake the long polls of the devices it targets).
+    /// cache, wake the long polls of the devices it targets), or `devices:<ids>` (those
+    /// devices changed: drop them from the device cache).
     static let changeChannel = "flotilla_changes"
     static let workPrefix = "work:"
+    static let devicesPrefix = "devices:"
 
     public func register(on router: inout Router) {
         registerTokenRoutes(on: &router)
@@ -110,17 +120,23 @@ public struct ManagementAPI: Sendable {
 
     /// Registers a management `handler` behind token authentication and a role check.
     /// With `streamingLimit`, the body is not buffered: it streams in through `request.bodyStream`.
+    /// With `fromMemory`, a request whose token and answer are both in memory is answered on
+    /// the event loop (see answerFromMemory); `handler` must give the same answer.
     func route(_ router: inout Router, _ method: String, _ pattern: String, role: Role, streamingLimit: Int? = nil,
-               _ handler: @escaping Handler) {
+               fromMemory: (@Sendable (HTTPRequest, Caller) -> HTTPResponse?)? = nil, _ handler: @escaping Handler) {
         routeRoles.add(method, pattern, role)
+        let attempt = fromMemory.map { answer -> ImmediateAttempt in { [self] request in answerFromMemory(request, role: role, answer) } }
         // The role is checked after authentication, so a 403 is logged and audited under the
         // token that was refused (a 401 has no token to name).
-        serve(&router, method, pattern, streamingLimit: streamingLimit, authenticate: { [self] request in
+        serve(&router, method, pattern, streamingLimit: streamingLimit, fromMemory: attempt, authenticate: { [self] request in
             try await authenticate(request)
         }, logName: { $0.tokenID }, limit: limits.token, audited: true) { request, caller in
             guard caller.role.allows(role) else {
                 throw HTTPError(403, code: "forbidden", message: "this needs a token with the \(role.rawValue) role; yours is \(caller.role.rawValue)")
             }
+            // A write may have changed devices: this replica forgets its cached ones before it
+            // answers, so the caller reads its own write here (other replicas hear the NOTIFY).
+            defer { if Self.isMutation(method) { deviceCache.invalidateAll() } }
             return try await handler(request, caller)
         }
     }
@@ -128,6 +144,7 @@ public struct ManagementAPI: Sendable {
     /// The one wrapper every API route runs in: authentication, the caller's rate limit, error
     /// mapping, the audit log and the request log.
     func serve<Who: Sendable>(_ router: inout Router, _ method: String, _ pattern: String, streamingLimit: Int? = nil,
+                              fromMemory: ImmediateAttempt? = nil,
                               authenticate: @escaping @Sendable (HTTPRequest) async throws -> Who,
                               logName: @escaping @Sendable (Who) -> String, limit: RateLimit, audited: Bool = false,
                               _ handler: @escaping @Sendable (HTTPRequest, Who) async throws -> HTTPResponse) {
@@ -140,8 +157,7 @@ public struct ManagementAPI: Sendable {
                 let authenticated = try await authenticateLimited(request, authenticate)
                 caller = authenticated
                 if case .limited(let wait) = limiter.request(logName(authenticated), limit, at: RateLimiter.now()) {
-                    throw HTTPError(429, code: "rate_limited", message: "too many requests for this token; retry in \(wait) s",
-                                    headers: ["retry-after": String(wait)])
+                    throw Self.rateLimited(wait)
                 }
                 response = try await handler(request, authenticated)
             } catch let error as HTTPError {
@@ -160,16 +176,13 @@ public struct ManagementAPI: Sendable {
             if audited && Self.isMutation(request.method) {
                 await appendAudit(request, tokenID: caller.map(logName), status: response.status, requestID: requestID)
             }
-            let elapsed = Double(monotonicNanos() - started) / 1_000_000
-            logger.info("request", metadata: [
-                "request_id": .string(requestID), "method": .string(request.method), "path": .string(request.path),
-                "status": .stringConvertible(response.status), "duration_ms": .string(formatMillis(elapsed)),
-                "caller": .string(caller.map(logName) ?? "-"),
-            ])
+            logRequest(request, status: response.status, requestID: requestID, started: started, caller: caller.map(logName))
             return response
         }
         if let streamingLimit {
             router.streaming(method, pattern, limit: streamingLimit, wrapped)
+        } else if let fromMemory {
+            router.memoized(method, pattern, attempt: fromMemory, wrapped)
         } else {
             router.add(method, pattern, wrapped)
         }
@@ -198,14 +211,30 @@ public struct ManagementAPI: Sendable {
         let requestID = Self.requestID(from: request)
         var response = response
         response.headers.set("x-request-id", requestID)
-        let (logger, method, path, status) = (logger, request.method, request.path, response.status)
-        Task {
-            logger.info("request", metadata: [
-                "request_id": .string(requestID), "method": .string(method), "path": .string(path),
-                "status": .stringConvertible(status), "duration_ms": "0.00", "caller": "-",
-            ])
-        }
+        logRequestLater(request, status: response.status, requestID: requestID, started: monotonicNanos(), caller: nil)
         return response
+    }
+
+    /// The one line every request gets (never the token, only its id), timed from `started`.
+    func logRequest(_ request: HTTPRequest, status: Int, requestID: String, started: UInt64, caller: String?) {
+        let millis = Double(monotonicNanos() - started) / 1_000_000
+        logger.info("request", metadata: [
+            "request_id": .string(requestID), "method": .string(request.method), "path": .string(request.path),
+            "status": .stringConvertible(status), "duration_ms": .string(formatMillis(millis)), "caller": .string(caller ?? "-"),
+        ])
+    }
+
+    /// The same line, for answers given on the event loop: written from a task, never from
+    /// the loop (and no task at all when the level drops it). Timed up to now, not the write.
+    func logRequestLater(_ request: HTTPRequest, status: Int, requestID: String, started: UInt64, caller: String?) {
+        guard logger.logLevel <= .info else { return }
+        let answeredAfter = monotonicNanos() - started
+        Task { logRequest(request, status: status, requestID: requestID, started: monotonicNanos() - answeredAfter, caller: caller) }
+    }
+
+    static func rateLimited(_ wait: Int) -> HTTPError {
+        HTTPError(429, code: "rate_limited", message: "too many requests for this token; retry in \(wait) s",
+                  headers: ["retry-after": String(wait)])
     }
 
     /// The client's id if it is short and plain (safe to log and echo), else a fresh one.

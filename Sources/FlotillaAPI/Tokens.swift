@@ -42,9 +42,9 @@ struct Caller: Sendable {
 
 extension ManagementAPI {
     func authenticate(_ request: HTTPRequest) async throws -> Caller {
+        if let cached = cachedCaller(request) { return cached }
         let hash = try Self.bearerHash(request, prefix: "", what: "an API token", example: "<token>")
         let now = Timestamp(engine.clock.now())
-        if let cached = tokens.lookup(hash), cached.expiresAt.map({ now < $0 }) ?? true { return cached }
         let generation = tokens.currentGeneration()
         // Looks the token up and notes its use, at most once a minute (one round trip).
         let found = try await db.query("""
@@ -178,13 +178,18 @@ extension ManagementAPI {
     /// `prefix`): what every kind of token is looked up by. 401 when the header is missing
     /// or malformed, naming `what` the route wants.
     static func bearerHash(_ request: HTTPRequest, prefix: String, what: String, example: String) throws -> [UInt8] {
-        let parts = (request.headers["authorization"] ?? "").split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer", !parts[1].isEmpty, parts[1].hasPrefix(prefix),
-              parts[1].utf8.count <= 256 else {
+        // Byte by byte: String.split and lowercased() walk Characters, and this runs for
+        // every authenticated request.
+        let header = (request.headers["authorization"] ?? "").utf8
+        let scheme = header.prefix(7)
+        let secret = header.dropFirst(7)
+        guard scheme.count == 7, scheme.last == UInt8(ascii: " "),
+              zip(scheme.dropLast(), "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 }),
+              !secret.isEmpty, secret.count <= 256, secret.starts(with: prefix.utf8) else {
             throw HTTPError(401, code: "unauthorized", message: "send \(what): Authorization: Bearer \(example)",
                             headers: ["www-authenticate": "Bearer"])
         }
-        return Secrets.sha256(parts[1].utf8)
+        return Secrets.sha256(secret)
     }
 
     /// A 401 for a token that was presented but is not (or no longer) good.

@@ -37,6 +37,40 @@ final class RouterTests: XCTestCase {
         }
     }
 
+    /// The trie must backtrack: a literal branch that dead-ends falls back to the parameter
+    /// branch, and of two routes with as many literals the first registered wins.
+    func testBacktrackingAndTies() async {
+        var router = Router()
+        router.get("/a/b/x") { _ in .json(200, #""abx""#) }
+        router.get("/a/{p}/c") { _ in .json(200, #""apc""#) }
+        router.get("/a/b/{q}") { _ in .json(200, #""abq""#) }
+        router.post("/a/{p}/{q}") { _ in .json(200, #""post""#) }
+        for (method, path, status, body) in [("GET", "/a/b/x", 200, #""abx""#), ("GET", "/a/z/c", 200, #""apc""#),
+                                             ("GET", "/a/b/c", 200, #""apc""#), ("GET", "/a/b/d", 200, #""abq""#),
+                                             ("POST", "/a/b/x", 200, #""post""#), ("PUT", "/a/z/z", 405, nil), ("GET", "/a/b", 404, nil)] {
+            let response = await router.respond(to: HTTPRequest(method: method, path: path))
+            XCTAssertEqual(response.status, status, "\(method) \(path)")
+            if let body { XCTAssertEqual(response.bodyString, body, "\(method) \(path)") }
+        }
+    }
+
+    /// A memoized route answers from `attempt` on the spot when it can, else runs its handler.
+    func testMemoizedRoutesAnswerAtOnceOrFallBack() async {
+        var router = Router()
+        router.memoized("GET", "/things/{id}", attempt: { $0.pathParameters["id"] == "hot" ? .json(200, #""memory""#) : nil }) { _ in
+            .json(200, #""handler""#)
+        }
+        guard case .response(let answer) = router.route(HTTPRequest(method: "GET", path: "/things/hot")) else {
+            return XCTFail("a hit is answered without a handler")
+        }
+        XCTAssertEqual(answer.bodyString, #""memory""#)
+        guard case .handler = router.route(HTTPRequest(method: "GET", path: "/things/cold")) else {
+            return XCTFail("a miss runs the handler")
+        }
+        let cold = await router.respond(to: HTTPRequest(method: "GET", path: "/things/cold"))
+        XCTAssertEqual(cold.bodyString, #""handler""#)
+    }
+
     func testNotFoundAndMethodNotAllowedAreJSON() async {
         let missing = await respond("GET", "/nope")
         XCTAssertEqual(missing.status, 404)
