@@ -171,11 +171,16 @@ extension ManagementAPI {
             // A boot is news only once: with a boot_id, a retried heartbeat about the same boot
             // changes nothing (the conditional write below updates no row).
             let newBootID = booted == .bool(true) ? bootID : nil
+            // Only what changed is written: each write to a device tells every replica's device
+            // cache (migrations/0010), and a notifying commit is a third dearer. Last seen keeps
+            // the 10 s grain the report path gives it.
             let results = try await db.withConnection { conn in
                 try conn.pipeline([
                     """
                     UPDATE devices SET last_seen_at = \(now)::timestamptz, attributes = coalesce(\(attributes)::jsonb, attributes)
                     WHERE id = \(device.id)::uuid
+                      AND (last_seen_at IS NULL OR last_seen_at < \(now)::timestamptz - interval '10 seconds'
+                           OR attributes IS DISTINCT FROM coalesce(\(attributes)::jsonb, attributes))
                     """,
                     """
                     UPDATE devices SET last_boot_id = \(newBootID) WHERE id = \(device.id)::uuid
@@ -186,6 +191,7 @@ extension ManagementAPI {
                     SELECT \(device.id)::uuid, a, v, \(now)::timestamptz
                     FROM unnest(\(PGTextArray(apps))::text[], \(PGTextArray(appVersions))::text[]) AS x(a, v)
                     ON CONFLICT (device_id, app) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at
+                    WHERE installed_versions.version IS DISTINCT FROM excluded.version
                     """,
                     """
                     SELECT id::text, app FROM executions WHERE device_id = \(device.id)::uuid
