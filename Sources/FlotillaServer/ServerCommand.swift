@@ -111,7 +111,7 @@ struct Serve: AsyncParsableCommand {
     func run() async throws {
         let level = try parseLogLevel(logLevel ?? environment("FLOTILLA_LOG_LEVEL") ?? "info")
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
+            var handler = BufferedLogHandler(label: label)
             handler.logLevel = level
             return handler
         }

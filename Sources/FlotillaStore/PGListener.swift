@@ -31,8 +31,7 @@ public final class PGListener: Sendable {
         self.channel = channel
         self.onChange = onChange
         self.onNotify = onNotify
-        let thread = Thread { [self] in loop() }
-        thread.start()
+        BackgroundThread.start { [self] in loop() }  // a blocking loop has no business on Dispatch's pool
     }
 
     /// Stops listening; returns once the thread has let go of its connection.
@@ -64,23 +63,6 @@ public final class PGListener: Sendable {
             guard let payloads = connection.waitForNotifications(timeoutMillis: 200) else { return }
             for payload in payloads { onNotify(payload) }
         }
-    }
-}
-
-/// A thread for the listener: a blocking loop has no business on Dispatch's pool.
-private final class Thread: @unchecked Sendable {
-    private let body: () -> Void
-    init(_ body: @escaping () -> Void) { self.body = body }
-
-    func start() {
-        var thread = pthread_t()
-        let box = Unmanaged.passRetained(self)
-        pthread_create(&thread, nil, { context in
-            let me = Unmanaged<Thread>.fromOpaque(context!).takeRetainedValue()
-            me.body()
-            return nil
-        }, box.toOpaque())
-        pthread_detach(thread)
     }
 }
 
