@@ -6,6 +6,7 @@
 // for a warning or worse, and at exit. What a kill -9 loses is at most the last 100 ms.
 
 import FlotillaStore
+import FlotillaTransport
 import Logging
 import Synchronization
 #if canImport(Glibc)
@@ -26,7 +27,7 @@ struct BufferedLogHandler: LogHandler {
         var fields = metadata
         if let extra = event.metadata { fields.merge(extra) { $1 } }
         let pretty = fields.isEmpty ? "" : " " + fields.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        let line = "\(LogOutput.timestamp()) \(event.level)\(label.isEmpty ? "" : " ")\(label):\(pretty) [\(event.source)] \(event.message)\n"
+        let line = "\(LogOutput.clock.now) \(event.level)\(label.isEmpty ? "" : " ")\(label):\(pretty) [\(event.source)] \(event.message)\n"
         LogOutput.shared.append(line, urgent: event.level >= .warning)
     }
 }
@@ -72,20 +73,6 @@ final class LogOutput: Sendable {
         }
     }
 
-    /// StreamLogHandler's timestamp (local time, `%Y-%m-%dT%H:%M:%S%z`), made once a second.
-    private static let lastStamp = Mutex<(second: Int, text: String)>((-1, ""))
-
-    static func timestamp() -> String {
-        let now = time(nil)
-        return lastStamp.withLock { cached in
-            if cached.second == now { return cached.text }
-            var seconds = now
-            var parts = tm()
-            localtime_r(&seconds, &parts)
-            var buffer = [CChar](repeating: 0, count: 64)
-            let count = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S%z", &parts)
-            cached = (now, String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self))
-            return cached.text
-        }
-    }
+    /// StreamLogHandler's timestamp: local time, `%Y-%m-%dT%H:%M:%S%z`.
+    static let clock = SecondClock(format: "%Y-%m-%dT%H:%M:%S%z", utc: false)
 }

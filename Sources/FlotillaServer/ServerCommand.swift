@@ -240,6 +240,7 @@ struct ListenAddress {
 /// One unbuffered line on stdout: scripts and tests wait for `listening on …`, and a
 /// pipe would otherwise hold it in stdio's buffer.
 func say(_ line: String) {
+    LogOutput.shared.flush()  // log lines written before this one come out before it
     var bytes = Array((line + "\n").utf8)
     var offset = 0
     while offset < bytes.count {

@@ -76,22 +76,36 @@ final class ServerContext: Sendable {
     }
 }
 
-/// The IMF-fixdate for `Date` headers, formatted at most once per second.
+/// The IMF-fixdate for `Date` headers.
 enum HTTPDate {
-    private static let cache = Mutex<(second: Int, text: String)>((0, ""))
+    private static let clock = SecondClock(format: "%a, %d %b %Y %H:%M:%S GMT", utc: true)
+    static var now: String { clock.now }
+}
 
-    static var now: String {
+/// The current time as strftime `format` gives it, formatted at most once a second
+/// (headers and log lines want it on every request; strftime is not cheap).
+public final class SecondClock: Sendable {
+    private let cache = Mutex<(second: Int, text: String)>((-1, ""))
+    private let format: String
+    private let utc: Bool
+
+    /// `utc` false: local time (as swift-log's StreamLogHandler writes it).
+    public init(format: String, utc: Bool) {
+        self.format = format
+        self.utc = utc
+    }
+
+    public var now: String {
         let second = time(nil)
         return cache.withLock { cached in
             if cached.second == second { return cached.text }
             var t = second
             var parts = tm()
-            gmtime_r(&t, &parts)
+            if utc { gmtime_r(&t, &parts) } else { localtime_r(&t, &parts) }
             var buffer = [CChar](repeating: 0, count: 64)
-            let count = strftime(&buffer, buffer.count, "%a, %d %b %Y %H:%M:%S GMT", &parts)
-            let text = String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            cached = (second, text)
-            return text
+            let count = strftime(&buffer, buffer.count, format, &parts)
+            cached = (second, String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            return cached.text
         }
     }
 }
