@@ -11,101 +11,31 @@
 // - A read that began before an invalidation never stores its answer after it: each store
 //   carries the generation it was read under, and every invalidation starts a new one.
 // - While the listener is disconnected notifications may be lost, so the cache is off (and
-//   empty) until it reconnects. Entries also expire after `ttlSeconds`, a last resort.
-// Unknown devices (404) are never cached.
+//   empty) until it reconnects. Entries also expire after 60 s, a last resort.
+// Unknown devices (404) are never cached. The mechanism is NotifiedCache's; this file holds
+// what is particular to devices.
 
-import FlotillaTransport
 import Synchronization
 
-final class DeviceCache: Sendable {
-    struct Entry: Sendable {
-        let deviceID: String
-        let body: [UInt8]
-        let etag: String
-    }
+/// The answer to `GET /api/v1/devices/{device}`, ready to send.
+struct DeviceAnswer: Sendable {
+    let deviceID: String
+    let body: [UInt8]
+    let etag: String
+}
 
-    private struct State {
-        /// Keyed by the path's `{device}` as the client spelled it (an id or a name).
-        var entries: [String: (entry: Entry, expires: UInt64)] = [:]
-        /// Device id → the keys its entries are stored under, to invalidate by id.
-        var keys: [String: [String]] = [:]
-        var generation: UInt64 = 0
-        var enabled = false
+/// Keyed by the path's `{device}` as the client spelled it (an id or a name), tagged with the
+/// device id that notifications name.
+typealias DeviceCache = NotifiedCache<String, DeviceAnswer>
 
-        mutating func removeAll() {
-            generation &+= 1
-            entries.removeAll()
-            keys.removeAll()
-        }
-    }
-
-    private let state = Mutex(State())
-    /// Tests set this to drop the notifications this replica hears, to see what the cache
-    /// does without them (a write made here must still be read here at once).
-    let deafForTesting = Atomic(false)
-    private let ttlNanos: UInt64
-    private let capacity: Int
-
-    init(ttlSeconds: UInt64 = 60, capacity: Int = 50_000) {
-        ttlNanos = ttlSeconds * 1_000_000_000
-        self.capacity = capacity
-    }
-
-    func lookup(_ key: String) -> Entry? {
-        let now = monotonicNanos()
-        return state.withLock { state in
-            guard state.enabled, let cached = state.entries[key] else { return nil }
-            guard cached.expires >= now else { return nil }  // replaced by the next store
-            return cached.entry
-        }
-    }
-
-    /// Take this before asking the database; nil means "do not cache the answer".
-    func currentGeneration() -> UInt64? {
-        state.withLock { $0.enabled ? $0.generation : nil }
-    }
-
-    func store(_ key: String, _ entry: Entry, generation: UInt64?) {
-        guard let generation else { return }
-        let expires = monotonicNanos() + ttlNanos
-        state.withLock { state in
-            guard state.enabled, state.generation == generation else { return }
-            // Full: start again rather than track recency; a refill costs one query per device.
-            if state.entries.count >= capacity { state.removeAll(); return }
-            let previous = state.entries.updateValue((entry, expires), forKey: key)
-            // A name can move to another device (deleted, registered again): index it under both
-            // until the old one is invalidated; dropping too much is harmless, too little is not.
-            if previous?.entry.deviceID != entry.deviceID {
-                state.keys[entry.deviceID, default: []].append(key)
-            }
-        }
-    }
+extension NotifiedCache where Key == String, Value == DeviceAnswer {
+    static func devices() -> DeviceCache { DeviceCache(ttlSeconds: 60, capacity: 50_000, tag: { $0.deviceID }) }
 
     /// `payload` is what followed `devices:` in a notification: `*`, or ids separated by commas.
     func invalidate(payload: Substring) {
-        if payload == "*" { return invalidateAll() }
-        state.withLock { state in
-            state.generation &+= 1
-            for id in payload.split(separator: ",") {
-                guard let keys = state.keys.removeValue(forKey: String(id)) else { continue }
-                for key in keys { state.entries[key] = nil }
-            }
-        }
+        guard !deafForTesting.load(ordering: .relaxed) else { return }
+        if payload == "*" { invalidateAll() } else { invalidate(tags: payload.split(separator: ",")) }
     }
-
-    func invalidateAll() {
-        state.withLock { $0.removeAll() }
-    }
-
-    /// Follows the listener: caching only while notifications can reach us.
-    func setEnabled(_ enabled: Bool) {
-        state.withLock { state in
-            state.enabled = enabled
-            state.removeAll()
-        }
-    }
-
-    var count: Int { state.withLock { $0.entries.count } }
 }
 
 extension ManagementAPI {

@@ -36,7 +36,7 @@ extension ManagementAPI {
         ])
     }
 
-    static func deviceResponse(_ entry: DeviceCache.Entry) -> HTTPResponse {
+    static func deviceResponse(_ entry: DeviceAnswer) -> HTTPResponse {
         HTTPResponse(status: 200, headers: ["content-type": "application/json", "etag": entry.etag], body: entry.body)
     }
 
@@ -148,11 +148,12 @@ extension ManagementAPI {
             deviceCache.lookup(request.pathParameters["device"]!).map(Self.deviceResponse)
         }) { request, _ in
             let ident = request.pathParameters["device"]!
+            // Here too: the event loop could not answer if the token was not cached.
             if let cached = deviceCache.lookup(ident) { return Self.deviceResponse(cached) }
             let generation = deviceCache.currentGeneration()
             let row = try await db.query("SELECT \(unsafe: Self.deviceColumns) FROM devices d WHERE \(Self.deviceMatch(ident))").first
             guard let row else { throw APIError.notFound("no device '\(ident)'") }
-            let entry = DeviceCache.Entry(deviceID: try row.decode(String.self, column: "id"), body: Array(try Self.deviceJSON(row).serialized.utf8),
+            let entry = DeviceAnswer(deviceID: try row.decode(String.self, column: "id"), body: Array(try Self.deviceJSON(row).serialized.utf8),
                                           etag: "\"\(try row.decode(Int.self, column: "version"))\"")
             deviceCache.store(ident, entry, generation: generation)
             return Self.deviceResponse(entry)

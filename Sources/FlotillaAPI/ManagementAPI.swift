@@ -29,7 +29,7 @@ public struct ManagementAPI: Sendable {
     /// elsewhere through NOTIFY), so a cached "nothing" is never older than that.
     let idleDevices = TokenCache<Bool>(ttlSeconds: 30, capacity: 1_000_000)
     /// Answers of `GET /api/v1/devices/{device}` (see DeviceCache for why they stay true).
-    let deviceCache = DeviceCache()
+    let deviceCache = DeviceCache.devices()
     let engine: ExecutionEngine
     let artifacts: ArtifactStore
     public let signer: ManifestSigner
@@ -71,9 +71,7 @@ public struct ManagementAPI: Sendable {
                        onNotify: { payload in
                            if payload.hasPrefix(Self.devicesPrefix) {
                                // Sent by the triggers of migrations/0010: these devices' answers changed.
-                               if !deviceCache.deafForTesting.load(ordering: .relaxed) {
-                                   deviceCache.invalidate(payload: payload.dropFirst(Self.devicesPrefix.count))
-                               }
+                               deviceCache.invalidate(payload: payload.dropFirst(Self.devicesPrefix.count))
                            } else if payload.hasPrefix(Self.workPrefix) {
                                // A deployment committed (maybe on another replica): wake its devices' polls here.
                                idleDevices.invalidateAll()
@@ -176,7 +174,7 @@ public struct ManagementAPI: Sendable {
             if audited && Self.isMutation(request.method) {
                 await appendAudit(request, tokenID: caller.map(logName), status: response.status, requestID: requestID)
             }
-            logRequest(request, status: response.status, requestID: requestID, started: started, caller: caller.map(logName))
+            logRequest(request, status: response.status, requestID: requestID, elapsed: monotonicNanos() - started, caller: caller.map(logName))
             return response
         }
         if let streamingLimit {
@@ -211,25 +209,24 @@ public struct ManagementAPI: Sendable {
         let requestID = Self.requestID(from: request)
         var response = response
         response.headers.set("x-request-id", requestID)
-        logRequestLater(request, status: response.status, requestID: requestID, started: monotonicNanos(), caller: nil)
+        logRequestLater(request, status: response.status, requestID: requestID, elapsed: 0, caller: nil)
         return response
     }
 
-    /// The one line every request gets (never the token, only its id), timed from `started`.
-    func logRequest(_ request: HTTPRequest, status: Int, requestID: String, started: UInt64, caller: String?) {
-        let millis = Double(monotonicNanos() - started) / 1_000_000
+    /// The one line every request gets (never the token, only its id); `elapsed` in nanoseconds.
+    func logRequest(_ request: HTTPRequest, status: Int, requestID: String, elapsed: UInt64, caller: String?) {
         logger.info("request", metadata: [
             "request_id": .string(requestID), "method": .string(request.method), "path": .string(request.path),
-            "status": .stringConvertible(status), "duration_ms": .string(formatMillis(millis)), "caller": .string(caller ?? "-"),
+            "status": .stringConvertible(status), "duration_ms": .string(formatMillis(Double(elapsed) / 1_000_000)),
+            "caller": .string(caller ?? "-"),
         ])
     }
 
     /// The same line, for answers given on the event loop: written from a task, never from
-    /// the loop (and no task at all when the level drops it). Timed up to now, not the write.
-    func logRequestLater(_ request: HTTPRequest, status: Int, requestID: String, started: UInt64, caller: String?) {
+    /// the loop (and no task at all when the level drops it).
+    func logRequestLater(_ request: HTTPRequest, status: Int, requestID: String, elapsed: UInt64, caller: String?) {
         guard logger.logLevel <= .info else { return }
-        let answeredAfter = monotonicNanos() - started
-        Task { logRequest(request, status: status, requestID: requestID, started: monotonicNanos() - answeredAfter, caller: caller) }
+        Task { logRequest(request, status: status, requestID: requestID, elapsed: elapsed, caller: caller) }
     }
 
     static func rateLimited(_ wait: Int) -> HTTPError {

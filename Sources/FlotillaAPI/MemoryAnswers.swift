@@ -15,8 +15,12 @@ extension ManagementAPI {
     /// The caller of `request` if its token is in the cache and has not expired; nil otherwise
     /// (unknown, not cached, malformed: the async path will tell which).
     func cachedCaller(_ request: HTTPRequest) -> Caller? {
-        guard let hash = try? Self.bearerHash(request, prefix: "", what: "", example: ""),
-              let caller = tokens.lookup(hash) else { return nil }
+        (try? Self.bearerHash(request, prefix: "", what: "an API token", example: "<token>")).flatMap(cachedCaller(hash:))
+    }
+
+    /// The cached caller for this token hash, unless it has expired.
+    func cachedCaller(hash: [UInt8]) -> Caller? {
+        guard let caller = tokens.lookup(hash) else { return nil }
         if let expires = caller.expiresAt, expires <= Timestamp(engine.clock.now()) { return nil }
         return caller
     }
@@ -34,7 +38,7 @@ extension ManagementAPI {
         }
         let requestID = Self.requestID(from: request)
         response.headers.set("x-request-id", requestID)
-        logRequestLater(request, status: response.status, requestID: requestID, started: started, caller: caller.tokenID)
+        logRequestLater(request, status: response.status, requestID: requestID, elapsed: monotonicNanos() - started, caller: caller.tokenID)
         return response
     }
 }

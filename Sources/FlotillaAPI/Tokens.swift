@@ -42,8 +42,8 @@ struct Caller: Sendable {
 
 extension ManagementAPI {
     func authenticate(_ request: HTTPRequest) async throws -> Caller {
-        if let cached = cachedCaller(request) { return cached }
         let hash = try Self.bearerHash(request, prefix: "", what: "an API token", example: "<token>")
+        if let cached = cachedCaller(hash: hash) { return cached }
         let now = Timestamp(engine.clock.now())
         let generation = tokens.currentGeneration()
         // Looks the token up and notes its use, at most once a minute (one round trip).

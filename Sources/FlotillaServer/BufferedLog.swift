@@ -62,7 +62,7 @@ final class LogOutput: Sendable {
     func flush() {
         writing.withLock { _ in
             let bytes = pending.withLock { buffer -> [UInt8] in
-                defer { buffer.removeAll(keepingCapacity: true) }
+                defer { buffer = [] }
                 return buffer
             }
             var offset = 0
