@@ -63,7 +63,9 @@ extension ManagementAPI {
         var version: Int?
         if let given = spec["version"], given != .null {
             version = given.intValue
-            if (version ?? 0) < 1 { problems.append(Problem(field: "flow.version", message: "must be a positive integer")) }
+            if !Rules.flowVersions.contains(version ?? 0) {
+                problems.append(Problem(field: "flow.version", message: "must be an integer from 1 to \(Rules.flowVersions.upperBound)"))
+            }
         }
         return (name ?? "", version)
     }

@@ -92,8 +92,8 @@ extension ManagementAPI {
 
         route(&router, "GET", "/api/v1/flows/{name}/versions/{version}", role: .viewer) { request, _ in
             let name = request.pathParameters["name"]!
-            guard let version = Int(request.pathParameters["version"]!), version >= 1 else {
-                throw APIError.invalid("version", "must be a positive integer")
+            guard let version = Int(request.pathParameters["version"]!), Rules.flowVersions.contains(version) else {
+                throw APIError.invalid("version", "must be an integer from 1 to \(Rules.flowVersions.upperBound)")
             }
             guard let row = try await db.query("""
                 SELECT \(unsafe: Self.flowColumns) FROM flows f WHERE f.name = \(name) AND f.version = \(version)

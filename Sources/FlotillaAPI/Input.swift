@@ -34,6 +34,9 @@ func parseBody(_ request: HTTPRequest) throws -> JSON {
     guard !request.body.isEmpty else { throw HTTPError(400, code: "missing_body", message: "this request needs a JSON body") }
     do {
         return try JSON.parse(request.body)
+    } catch let error as JSON.ParseError where error.refusesNUL {
+        throw HTTPError(400, code: "nul_character", message: "\(error.description): no field may contain U+0000",
+                        details: JSON.object(["line": .int(error.line), "column": .int(error.column)]).serialized)
     } catch let error as JSON.ParseError {
         throw HTTPError(400, code: "malformed_json", message: "malformed JSON: \(error.description)",
                         details: JSON.object(["line": .int(error.line), "column": .int(error.column)]).serialized)
@@ -150,7 +153,7 @@ struct QueryReader {
     mutating func timestamp(_ name: String) -> Timestamp? {
         guard let text = self[name] else { return nil }
         guard let value = Timestamp(parsing: text) else {
-            problem(name, "must be an RFC 3339 time such as 2026-11-21T16:04:05Z")
+            problem(name, "must be an RFC 3339 time from year 0001 to 9999, such as 2026-11-21T16:04:05Z")
             return nil
         }
         return value

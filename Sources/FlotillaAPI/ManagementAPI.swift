@@ -165,6 +165,10 @@ public struct ManagementAPI: Sendable {
                 response = .error(503, code: "database_unavailable",
                                   message: "the database is not reachable right now; retry shortly",
                                   headers: ["retry-after": "1"])
+            } catch let error as PGError where error.isDataException {
+                // A safety net: input checks should have refused the value before any SQL ran.
+                logger.warning("database refused a value", metadata: ["request_id": .string(requestID), "error": .string(error.description)])
+                response = .error(422, code: "invalid_value", message: "a value in this request cannot be stored (\(error.sqlState ?? "22000"))")
             } catch {
                 // Never leak SQL or internals to the client; the log has them.
                 logger.error("request failed", metadata: ["request_id": .string(requestID), "error": .string(String(describing: error))])

@@ -8,6 +8,8 @@
 
 enum Rules {
     static let nameHelp = "must be 1 to 128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit"
+    /// Flow versions are PostgreSQL `int`s: past this a lookup would fail in the database.
+    static let flowVersions = 1...Int(Int32.max)
     static let keyHelp = "label keys are 1 to 63 characters of A-Z a-z 0-9 . _ / -, starting with a letter or digit"
 
     static func isName(_ text: String) -> Bool { check(text, max: 128, extra: [UInt8(ascii: ".") , UInt8(ascii: "_"), UInt8(ascii: "-")]) }

@@ -74,6 +74,9 @@ enum Script {
         // Whatever the shell left behind in its group goes with it.
         kill(-pid, SIGKILL)
         if tail.count > tailBytes { tail.removeFirst(tail.count - tailBytes) }
+        // The server refuses NUL in every string (PostgreSQL cannot store it): a script that
+        // printed one must not leave a report the server will never take.
+        tail.removeAll { $0 == 0 }
         let exited = (status & 0x7f) == 0
         let code = exited ? Int((status >> 8) & 0xff) : 128 + Int(status & 0x7f)
         return ScriptResult(exitCode: code, timedOut: timedOut.value, tail: String(decoding: tail, as: UTF8.self))

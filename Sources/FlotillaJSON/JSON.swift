@@ -106,6 +106,8 @@ public indirect enum JSON: Sendable, Equatable {
         public let message: String
         public let line: Int
         public let column: Int
+        /// The text is well-formed but a string holds U+0000, which no input may carry.
+        public var refusesNUL = false
         public var description: String { "\(message) at line \(line), column \(column)" }
     }
 
@@ -122,14 +124,14 @@ public indirect enum JSON: Sendable, Equatable {
         let bytes: [UInt8]
         var index = 0
 
-        func error(_ message: String) -> ParseError {
+        func error(_ message: String, refusesNUL: Bool = false) -> ParseError {
             var line = 1, column = 1
             var cursor = 0
             while cursor < min(index, bytes.count) {
                 if bytes[cursor] == 10 { line += 1; column = 1 } else if bytes[cursor] & 0xC0 != 0x80 { column += 1 }
                 cursor += 1
             }
-            return ParseError(message: message, line: line, column: column)
+            return ParseError(message: message, line: line, column: column, refusesNUL: refusesNUL)
         }
 
         mutating func skipWhitespace() {
@@ -257,6 +259,12 @@ public indirect enum JSON: Sendable, Equatable {
                             scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
                         } else if (0xDC00..<0xE000).contains(scalar) {
                             throw error("unpaired surrogate in \\u escape")
+                        } else if scalar == 0 {
+                            // PostgreSQL cannot store NUL (text is C strings there, jsonb refuses it):
+                            // accepting it would truncate a name or reach the wrong row. Refused here,
+                            // the one door every JSON input passes through.
+                            index -= 6
+                            throw error("\\u0000 (NUL) is not allowed in strings", refusesNUL: true)
                         }
                         out.append(contentsOf: Array(String(Character(Unicode.Scalar(scalar)!)).utf8))
                     default:

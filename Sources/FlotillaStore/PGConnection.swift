@@ -93,7 +93,8 @@ public final class PGConnection {
     /// trip; inside BEGIN … COMMIT the Sync does not end the transaction.
     @discardableResult
     public func query(_ sql: SQL) throws -> PGRows {
-        try runPipeline([sql], syncEach: true)[0].get()
+        try sql.refuseNUL()
+        return try runPipeline([sql], syncEach: true)[0].get()
     }
 
     /// Runs raw SQL through the simple protocol: several statements in one string are
@@ -122,12 +123,14 @@ public final class PGConnection {
     /// the lot, atomic (one implicit transaction). For a handful of statements: blocking
     /// mode cannot interleave sending with reading, so a huge pipeline could stall.
     public func pipeline(_ queries: [SQL]) throws -> [PGRows] {
-        try runPipeline(queries, syncEach: false).map { try $0.get() }
+        for sql in queries { try sql.refuseNUL() }
+        return try runPipeline(queries, syncEach: false).map { try $0.get() }
     }
 
     /// Independent statements in one round trip, each followed by its own Sync: each is its
     /// own transaction, and one failing does not affect the others. The pool batches
-    /// concurrent requests' queries through this (see PGPool.query).
+    /// concurrent requests' queries through this (see PGPool.query, which checked each
+    /// statement for NUL before queueing it).
     public func batch(_ queries: [SQL]) throws -> [Result<PGRows, PGError>] {
         try runPipeline(queries, syncEach: true)
     }

@@ -106,7 +106,8 @@ public final class PGPool: Sendable {
     /// is still its own transaction but the lot costs one write, one read and one wake-up.
     /// Under load this is what makes a database-backed request cheap.
     public func query(_ sql: SQL) async throws -> PGRows {
-        try await withCheckedThrowingContinuation { continuation in
+        try sql.refuseNUL()
+        return try await withCheckedThrowingContinuation { continuation in
             if !pipelines.isEmpty { return pipelineQuery(sql, continuation) }
             enum Outcome { case queued, wake(Slot), closed }
             let outcome: Outcome = state.withLock { state in

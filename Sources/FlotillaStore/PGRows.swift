@@ -86,6 +86,9 @@ public enum PGError: Error, Sendable, CustomStringConvertible {
     }
 
     public var isUniqueViolation: Bool { sqlState == "23505" }
+    /// Class 22, data exception: the value itself cannot be taken (a NUL, a number out of
+    /// range, an impossible date). The caller's input, never the server's fault.
+    public var isDataException: Bool { sqlState?.hasPrefix("22") == true }
     public var isForeignKeyViolation: Bool { sqlState == "23503" }
     /// The statement ran past statement_timeout (or was canceled).
     public var isTimeout: Bool { sqlState == "57014" }

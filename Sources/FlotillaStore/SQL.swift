@@ -54,6 +54,17 @@ public struct SQL: Sendable, ExpressibleByStringInterpolation, CustomStringConve
 
     public var description: String { text }
 
+    /// libpq takes parameters as C strings, so a NUL would silently end one there: `victim\0x`
+    /// would reach the row `victim`. Every statement is checked before it is sent (the API
+    /// refuses NUL at its doors too; this is the net under them), failing the way PostgreSQL
+    /// fails a byte it cannot store (class 22: the caller's data, a 4xx, never a 500).
+    public func refuseNUL() throws {
+        for case let value? in binds where value.utf8.contains(0) {
+            throw PGError.server(sqlState: "22021", message: "a parameter contains a NUL byte (U+0000), which cannot be stored",
+                                 detail: nil, constraint: nil)
+        }
+    }
+
     public struct StringInterpolation: StringInterpolationProtocol {
         var text = ""
         var binds: [String?] = []

@@ -88,8 +88,14 @@ public struct Timestamp: Sendable, Hashable, Comparable, PGEncodable, PGDecodabl
         guard index == b.count else { return nil }
         let days = Timestamp.days(fromCivil: year, month, day)
         let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offsetSeconds
+        // Years 0001 to 9999 in UTC only: what RFC 3339 and our four-digit output can spell
+        // (year 0 reached PostgreSQL as "0000", which it refuses, and came back as a 500).
+        guard Timestamp.representable.contains(seconds) else { return nil }
         microseconds = seconds * 1_000_000 + micros
     }
+
+    /// 0001-01-01T00:00:00Z ... 9999-12-31T23:59:59Z, in seconds since 1970.
+    static let representable = days(fromCivil: 1, 1, 1) * 86_400 ... days(fromCivil: 9999, 12, 31) * 86_400 + 86_399
 
     // Howard Hinnant's civil-calendar algorithms (proleptic Gregorian).
     static func days(fromCivil year: Int64, _ month: Int64, _ day: Int64) -> Int64 {

@@ -209,6 +209,13 @@ public struct Router: Sendable {
 
     /// Matches `request` without running anything async: cheap enough for the event loop.
     public func route(_ request: HTTPRequest) -> Routed {
+        // A NUL can only arrive percent-encoded (raw control bytes are refused by both parsers);
+        // decoded, it would end a C string in the database and name another object.
+        if Self.containsEncodedNUL(request.path) || request.query.map(Self.containsEncodedNUL) == true {
+            let response = HTTPResponse.error(400, code: "nul_character",
+                                              message: "the request target contains %00 (NUL), which no name or parameter may hold")
+            return .response(unmatched?(request, response) ?? response)
+        }
         switch match(method: request.method, path: request.path) {
         case .found(let handler, let parameters):
             var request = request
@@ -230,6 +237,16 @@ public struct Router: Sendable {
             let response = HTTPResponse.error(404, code: "not_found", message: "no route for \(request.path)")
             return .response(unmatched?(request, response) ?? response)
         }
+    }
+
+    static func containsEncodedNUL(_ text: String) -> Bool {
+        let zero = UInt8(ascii: "0")
+        var previous: (UInt8, UInt8) = (0, 0)
+        for byte in text.utf8 {
+            if previous == (UInt8(ascii: "%"), zero) && byte == zero { return true }
+            previous = (previous.1, byte)
+        }
+        return false
     }
 
     /// Runs an async handler; never throws: errors become JSON error responses.
