@@ -5,6 +5,7 @@ import ArgumentParser
 import FlotillaJSON
 
 /// Connects, runs `body`, and always closes the connection.
+@discardableResult
 func withSession<T>(_ options: ConnectionOptions, _ body: (Session) async throws -> T) async throws -> T {
     let session = try await options.connect()
     do {

@@ -21,9 +21,6 @@ struct DatabaseOptions: ParsableArguments {
     @Option(help: "Database connections in the pool.")
     var dbPoolSize = 8
 
-    @Option(help: "How single statements reach PostgreSQL: workers (blocking libpq on a thread pool, batched) or async (nonblocking libpq pipelines on a read source).")
-    var dbDriver: PGPool.Driver = .workers
-
     @Option(help: "Milliseconds a SQL statement may run before it is canceled.")
     var statementTimeout = 10_000
 
@@ -136,4 +133,3 @@ func redacted(_ url: String) -> String {
     return String(url[..<url.index(after: colon)]) + "***" + String(url[at...])
 }
 
-extension PGPool.Driver: ExpressibleByArgument {}

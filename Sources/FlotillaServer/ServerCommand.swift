@@ -133,9 +133,7 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw ValidationError("cannot start: \(error)")
         }
-        var poolConfiguration = PGPool.Configuration(connection: opened.options, size: database.dbPoolSize)
-        poolConfiguration.driver = database.dbDriver
-        let pool = PGPool(poolConfiguration)
+        let pool = PGPool(PGPool.Configuration(connection: opened.options, size: database.dbPoolSize))
         let server: HTTPServer
         let management: ManagementAPI
         do {

@@ -59,8 +59,6 @@ public final class PGConnection {
 
     var socketDescriptor: Int32 { PQsocket(conn) }
 
-    /// The libpq handle, for the async driver (PGPipelineConnection) that takes over a connection.
-    var handle: OpaquePointer { conn }
 
     /// Reads what the server sent and returns the payloads of the notifications in it;
     /// nil when the connection broke.

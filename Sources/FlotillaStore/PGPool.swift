@@ -5,9 +5,9 @@
 // Why blocking workers and not async libpq on the event loops: a worker keeps each
 // connection's code straight-line (send, read, done), and its cost is one queue hop per
 // *batch*, not per statement, because `query` batches concurrent statements into one
-// pipeline. The async form (`driver: .async`, PGPipelineConnection: a read source on
-// PQsocket driving nonblocking pipelines) is built too; bench/api.sh measures both, and
-// the workers are faster here, so they are the default.
+// pipeline. A second driver (nonblocking libpq pipelines on a read source of PQsocket)
+// was built and measured against this one by bench/api.sh: the workers were as fast or
+// faster (39.2k against 37.6k GET device/s), so it was deleted; one driver to keep right.
 //
 // Callers borrow a connection for one synchronous closure:
 //
@@ -32,20 +32,11 @@ public final class PGPool: Sendable {
         public var size = 8
         public var acquireTimeout: Duration = .seconds(5)
         public var reconnectDelay: Duration = .milliseconds(200)
-        /// How single statements (`query`) reach the database; transactions always use workers.
-        public var driver: Driver = .workers
 
         public init(connection: PGConnectionOptions, size: Int = 8) {
             self.connection = connection
             self.size = max(1, size)
         }
-    }
-
-    /// `workers`: blocking libpq calls on the slots' queues, concurrent statements batched into
-    /// one pipeline per round trip. `async`: nonblocking libpq in pipeline mode, one
-    /// continuous pipeline per connection driven by a read source (PGPipelineConnection).
-    public enum Driver: String, Sendable, CaseIterable {
-        case workers, async
     }
 
     final class Slot: @unchecked Sendable {
@@ -65,26 +56,13 @@ public final class PGPool: Sendable {
         var closed = false
     }
 
-    /// A connection of the async driver: its queue runs the connection and its read source;
-    /// the inbox gathers statements until the queue gets to them, so a burst costs one hop.
-    final class PipelineSlot: @unchecked Sendable {
-        let queue: DispatchQueue
-        /// Touched only on `queue`.
-        var connection: PGPipelineConnection?
-        let inbox = Mutex<(statements: [(sql: SQL, continuation: CheckedContinuation<PGRows, any Error>)], scheduled: Bool)>(([], false))
-        init(index: Int) { queue = DispatchQueue(label: "flotilla.pg.async.\(index)") }
-    }
-
     public let configuration: Configuration
     private let state: Mutex<State>
     private let timers = DispatchQueue(label: "flotilla.pg.timers")
-    private let pipelines: [PipelineSlot]
-    private let nextPipeline = Atomic<Int>(0)
 
     public init(_ configuration: Configuration) {
         self.configuration = configuration
         state = Mutex(State(idle: (0..<configuration.size).map(Slot.init(index:))))
-        pipelines = configuration.driver == .async ? (0..<configuration.size).map(PipelineSlot.init(index:)) : []
     }
 
     /// Runs `body` with a connection of its own on a pool worker.
@@ -108,7 +86,6 @@ public final class PGPool: Sendable {
     public func query(_ sql: SQL) async throws -> PGRows {
         try sql.refuseNUL()
         return try await withCheckedThrowingContinuation { continuation in
-            if !pipelines.isEmpty { return pipelineQuery(sql, continuation) }
             enum Outcome { case queued, wake(Slot), closed }
             let outcome: Outcome = state.withLock { state in
                 if state.closed { return .closed }
@@ -144,44 +121,6 @@ public final class PGPool: Sendable {
         for query in pending { query.continuation.resume(throwing: PGError.unavailable("the pool is closed")) }
         let slots = state.withLock { $0.idle }
         for slot in slots { slot.queue.sync { slot.connection = nil } }
-        for slot in pipelines { slot.queue.sync { slot.connection = nil } }
-    }
-
-    // MARK: - The async driver
-
-    private func pipelineQuery(_ sql: SQL, _ continuation: CheckedContinuation<PGRows, any Error>) {
-        let slot = pipelines[Int(UInt(bitPattern: nextPipeline.add(1, ordering: .relaxed).oldValue) % UInt(pipelines.count))]
-        let schedule = slot.inbox.withLock { inbox in
-            inbox.statements.append((sql, continuation))
-            defer { inbox.scheduled = true }
-            return !inbox.scheduled
-        }
-        if schedule { slot.queue.async { self.drain(slot) } }
-    }
-
-    /// On the slot's queue: sends everything in the inbox down the slot's connection,
-    /// opening (or replacing) the connection first.
-    private func drain(_ slot: PipelineSlot) {
-        let batch = slot.inbox.withLock { inbox in
-            defer { inbox.statements = []; inbox.scheduled = false }
-            return inbox.statements
-        }
-        if state.withLock({ $0.closed }) {
-            for item in batch { item.continuation.resume(throwing: PGError.unavailable("the pool is closed")) }
-            return
-        }
-        if slot.connection?.broken == true { slot.connection = nil }
-        if slot.connection == nil {
-            do {
-                slot.connection = try PGPipelineConnection(connect(), queue: slot.queue)
-            } catch {
-                for item in batch { item.continuation.resume(throwing: error) }
-                return
-            }
-        }
-        slot.connection!.send(batch.map { item in
-            (item.sql, { result in item.continuation.resume(with: result.mapError { $0 as any Error }) })
-        })
     }
 
     // MARK: - Internals

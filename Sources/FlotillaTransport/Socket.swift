@@ -58,7 +58,7 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
             let offset = family == AF_INET6 ? 8 : 4  // sin6_addr / sin_addr
             _ = inet_ntop(family, raw.baseAddress! + offset, &buffer, socklen_t(buffer.count))
         }
-        return String(cString: buffer)
+        return String(nulTerminated: buffer)
     }
 
     public var description: String { family == AF_INET6 ? "[\(host)]:\(port)" : "\(host):\(port)" }
@@ -147,5 +147,12 @@ enum Socket {
     /// Writes must not kill the process when the peer has gone.
     static func ignoreSIGPIPE() {
         signal(SIGPIPE, SIG_IGN)
+    }
+}
+
+extension String {
+    /// The text of a C buffer up to its first NUL (inet_ntop, OpenSSL error strings).
+    init(nulTerminated buffer: [CChar]) {
+        self.init(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

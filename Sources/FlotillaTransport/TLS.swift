@@ -10,7 +10,7 @@ public struct TLSError: Error, CustomStringConvertible, Sendable {
     init(_ what: String) {
         var buffer = [CChar](repeating: 0, count: 256)
         flotilla_ssl_last_error(&buffer, buffer.count)
-        description = "\(what): \(String(cString: buffer))"
+        description = "\(what): \(String(nulTerminated: buffer))"
     }
     init(message: String) { description = message }
 }

@@ -170,7 +170,7 @@ final class AgentTests: XCTestCase {
         await admin.close()
         let old = server!
         await old.stop()
-        FileManager.default.createFile(atPath: gate, contents: nil)
+        XCTAssertTrue(FileManager.default.createFile(atPath: gate, contents: nil))
         for _ in 0..<200 where agent.isRunning { try await Task.sleep(for: .milliseconds(50)) }
         output += agent.readToEnd()
         XCTAssertEqual(agent.wait(), 0, "the reboot step exits the agent\n\(output)")

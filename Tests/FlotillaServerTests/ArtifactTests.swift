@@ -30,7 +30,7 @@ final class ArtifactTests: XCTestCase {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-artifacts-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         (model, modelSHA) = Self.fixture
-        FileManager.default.createFile(atPath: modelPath, contents: Data(model))
+        XCTAssertTrue(FileManager.default.createFile(atPath: modelPath, contents: Data(model)))
     }
 
     override func tearDown() async throws {
@@ -134,7 +134,7 @@ final class ArtifactTests: XCTestCase {
 
         // Over the limit (4 MiB here): refused from Content-Length, before any byte is read.
         let big = directory.appendingPathComponent("big.bin").path
-        FileManager.default.createFile(atPath: big, contents: Data(count: 5 << 20))
+        XCTAssertTrue(FileManager.default.createFile(atPath: big, contents: Data(count: 5 << 20)))
         let tooLarge = try await upload(big)
         XCTAssertEqual(tooLarge.status, 413)
         // Chunked over HTTP/1.1 has no length up front: refused once it crosses the limit.
@@ -192,7 +192,7 @@ final class ArtifactTests: XCTestCase {
 
         // A device on a flaky link: half the file, then curl resumes from where it stopped.
         let partial = directory.appendingPathComponent("download.part").path
-        FileManager.default.createFile(atPath: partial, contents: Data(model[0..<(model.count / 2)]))
+        XCTAssertTrue(FileManager.default.createFile(atPath: partial, contents: Data(model[0..<(model.count / 2)])))
         let code = try curl(["-o", partial, "-C", "-", "-w", "%{http_code}", "-H", "authorization: Bearer \(cam.token)", server.url + url])
         XCTAssertEqual(code, "206")
         XCTAssertTrue(Array(try Data(contentsOf: URL(fileURLWithPath: partial))) == model, "resumed download differs")
@@ -226,7 +226,7 @@ final class ArtifactTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: (orphanPath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         try "lost in a failed commit".write(toFile: orphanPath, atomically: true, encoding: .utf8)
         let crashed = server.artifactDirectory + "/incoming/crashed-upload", live = server.artifactDirectory + "/incoming/live-upload"
-        for path in [crashed, live] { FileManager.default.createFile(atPath: path, contents: Data("partial".utf8)) }
+        for path in [crashed, live] { XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data("partial".utf8))) }
         try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-2 * 86_400)], ofItemAtPath: crashed)
 
         let removed = try await server.api.collectOrphanArtifacts()

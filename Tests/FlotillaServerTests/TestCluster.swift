@@ -144,10 +144,9 @@ struct RunLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata extra: Logger.Metadata?, source: String,
-             file: String, function: String, line: UInt) {
-        let fields = metadata.merging(extra ?? [:]) { $1 }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-        TestLog.append("\(level) \(message) \(fields.joined(separator: " "))")
+    func log(event: LogEvent) {
+        let fields = metadata.merging(event.metadata ?? [:]) { $1 }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        TestLog.append("\(event.level) \(event.message) \(fields.joined(separator: " "))")
     }
 }
 

@@ -76,7 +76,7 @@ final class StreamingTests: XCTestCase {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("flotilla-stream-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         (bigBytes, expected) = Self.fixture
-        FileManager.default.createFile(atPath: bigFile, contents: Data(bigBytes))
+        XCTAssertTrue(FileManager.default.createFile(atPath: bigFile, contents: Data(bigBytes)))
         probe = UploadProbe()
         var limits = HTTPServerLimits()
         limits.maxBodyBytes = 64 * 1024  // buffered routes stay small; the streaming route has its own limit
