@@ -5,6 +5,7 @@
 import ArgumentParser
 import FlotillaJSON
 import FlotillaTransport
+import FlotillaWire
 import Foundation
 import Synchronization
 
@@ -31,7 +32,7 @@ struct Artifacts: AsyncParsableCommand {
             let style = output.style
             let storedName = name ?? (file as NSString).lastPathComponent
             let bar = ProgressLine(total: size, label: storedName, enabled: style.tty && !output.json)
-            var request = ClientRequest(method: "POST", path: query("/api/v1/artifacts", [("name", storedName)]),
+            var request = ClientRequest(method: ManagementRoutes.uploadArtifact.method, path: ManagementRoutes.uploadArtifact.path(query: [("name", storedName)]),
                                         headers: ["content-type": "application/octet-stream", "x-checksum-sha256": sha],
                                         body: .file(path: file))
             request.bodyProgress = { sent in bar.update(sent) }
@@ -51,7 +52,7 @@ struct Artifacts: AsyncParsableCommand {
         @OptionGroup var paging: PagingOptions
 
         func run() async throws {
-            let items = try await withSession(connection) { try await paging.fetch($0, "/api/v1/artifacts") }
+            let items = try await withSession(connection) { try await paging.fetch($0, ManagementRoutes.listArtifacts.path()) }
             if output.json { emitJSON(.array(items)) } else { emit(Views.artifacts(items, output.style)) }
         }
     }

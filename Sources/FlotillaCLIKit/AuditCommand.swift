@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import FlotillaJSON
+import FlotillaWire
 
 struct Audit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -13,7 +14,7 @@ struct Audit: AsyncParsableCommand {
 
     func run() async throws {
         let style = output.style
-        try await log.tail(connection, query("/api/v1/audit", [("token", token)]), json: output.json) { Views.auditEntry($0, style) }
+        try await log.tail(connection, ManagementRoutes.audit.path(query: [("token", token)]), json: output.json) { Views.auditEntry($0, style) }
     }
 }
 

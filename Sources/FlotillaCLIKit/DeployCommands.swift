@@ -5,6 +5,7 @@
 
 import ArgumentParser
 import FlotillaJSON
+import FlotillaWire
 
 struct Deploy: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -36,8 +37,7 @@ struct Deploy: AsyncParsableCommand {
         let (name, version) = try flowReference(flow)
         let style = output.style
         let final: JSON? = try await withSession(connection) { session in
-            let definition = try await session.call("GET", version.map { "/api/v1/flows/\(encoded(name))/versions/\($0)" }
-                                                          ?? "/api/v1/flows/\(encoded(name))")["definition"] ?? .null
+            let definition = try await session.call("GET", version.map { ManagementRoutes.flowVersion.path(name, String($0)) } ?? ManagementRoutes.flow.path(name))["definition"] ?? .null
             let params = try typedParams(param, declared: definition["parameters"]?.objectValue ?? [:])
             var target: [(String, JSON)] = []
             if !group.isEmpty { target.append(("groups", .array(group.map(JSON.string)))) }
@@ -49,7 +49,7 @@ struct Deploy: AsyncParsableCommand {
             ])
             var headers: [String: String] = [:]
             if let idempotencyKey { headers["idempotency-key"] = idempotencyKey }
-            let created = try await session.call("POST", "/api/v1/deployments", body, headers: .init(headers.map { ($0.key, $0.value) }))
+            let created = try await session.call(ManagementRoutes.createDeployment, body: body, headers: .init(headers.map { ($0.key, $0.value) }))
             let id = created["id"]?.stringValue ?? "?"
             if !watch.wait {
                 if output.json { emitJSON(created) } else {
@@ -121,7 +121,7 @@ struct Deployments: AsyncParsableCommand {
         @OptionGroup var paging: PagingOptions
 
         func run() async throws {
-            let items = try await withSession(connection) { try await paging.fetch($0, "/api/v1/deployments") }
+            let items = try await withSession(connection) { try await paging.fetch($0, ManagementRoutes.listDeployments.path()) }
             if output.json { emitJSON(.array(items)) } else { emit(Views.deployments(items, output.style)) }
         }
     }
@@ -134,8 +134,8 @@ struct Deployments: AsyncParsableCommand {
 
         func run() async throws {
             let (deployment, failures) = try await withSession(connection) { session in
-                (try await session.call("GET", "/api/v1/deployments/\(encoded(id))"),
-                 try await session.call("GET", "/api/v1/deployments/\(encoded(id))/failures?newest=0"))
+                (try await session.call(ManagementRoutes.deployment, id),
+                 try await session.call(ManagementRoutes.deploymentFailures, id, query: [("newest", "0")]))
             }
             if output.json {
                 var fields = deployment.objectValue ?? [:]
@@ -156,7 +156,7 @@ struct Deployments: AsyncParsableCommand {
         @Option(help: "Only executions in this state (e.g. rolled_back).") var state: String?
 
         func run() async throws {
-            let path = query("/api/v1/deployments/\(encoded(id))/devices", [("state", state)])
+            let path = ManagementRoutes.deploymentDevices.path(id, query: [("state", state)])
             let items = try await withSession(connection) { try await paging.fetch($0, path) }
             if output.json { emitJSON(.array(items)) } else { emit(Views.executions(items, output.style)) }
         }
@@ -192,7 +192,7 @@ struct Deployments: AsyncParsableCommand {
         @Argument(help: "Deployment id.") var id: String
 
         func run() async throws {
-            let answer = try await withSession(connection) { try await $0.call("POST", "/api/v1/deployments/\(encoded(id))/cancel") }
+            let answer = try await withSession(connection) { try await $0.call(ManagementRoutes.cancelDeployment, id) }
             if output.json { emitJSON(answer); return }
             emit("canceled deployment \(id): \(answer["canceled_queued"]?.intValue ?? 0) queued executions canceled, "
                  + "\(answer["stopped_in_flight"]?.intValue ?? 0) in flight stopped or rolling back\n")

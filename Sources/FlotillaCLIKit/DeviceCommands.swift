@@ -3,6 +3,7 @@
 
 import ArgumentParser
 import FlotillaJSON
+import FlotillaWire
 
 struct Devices: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -23,7 +24,7 @@ struct Devices: AsyncParsableCommand {
         @Option(name: .customLong("seen-after"), help: ArgumentHelp("Last seen after this RFC 3339 time.", valueName: "time")) var seenAfter: String?
 
         func run() async throws {
-            let path = query("/api/v1/devices", [
+            let path = ManagementRoutes.listDevices.path(query: [
                 ("group", group), ("selector", try selectorText(selector)), ("state", state), ("status", status), ("name_prefix", namePrefix),
                 ("last_seen_before", seenBefore), ("last_seen_after", seenAfter),
             ])
@@ -40,8 +41,8 @@ struct Devices: AsyncParsableCommand {
 
         func run() async throws {
             let (found, executions) = try await withSession(connection) { session in
-                (try await session.call("GET", "/api/v1/devices/\(encoded(device))"),
-                 try await session.call("GET", "/api/v1/devices/\(encoded(device))/executions?limit=10"))
+                (try await session.call(ManagementRoutes.device, device),
+                 try await session.call(ManagementRoutes.deviceExecutions, device, query: [("limit", "10")]))
             }
             let items = executions["items"]?.arrayValue ?? []
             if output.json {
@@ -84,7 +85,7 @@ struct Devices: AsyncParsableCommand {
 
         func run() async throws {
             let body = try patch()
-            let updated = try await withSession(connection) { try await $0.call("PATCH", "/api/v1/devices/\(encoded(device))", body) }
+            let updated = try await withSession(connection) { try await $0.call(ManagementRoutes.updateDevice, device, body: body) }
             if output.json { emitJSON(updated) } else { emit("\(updated["name"]?.stringValue ?? device): labels \(inline(updated["labels"]))\n") }
         }
     }
@@ -95,7 +96,7 @@ struct Devices: AsyncParsableCommand {
         @Argument(help: "Device name or id.") var device: String
 
         func run() async throws {
-            try await withSession(connection) { try await $0.call("DELETE", "/api/v1/devices/\(encoded(device))") }
+            try await withSession(connection) { try await $0.call(ManagementRoutes.deleteDevice, device) }
             emit("deleted device \(device)\n")
         }
     }

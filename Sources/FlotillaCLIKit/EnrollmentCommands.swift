@@ -3,6 +3,7 @@
 
 import ArgumentParser
 import FlotillaJSON
+import FlotillaWire
 
 struct EnrollmentTokens: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,7 +32,7 @@ struct EnrollmentTokens: AsyncParsableCommand {
                 "name": .string(name), "group": .string(group), "max_uses": .int(maxUses),
                 "expires_in": .int(try seconds(expiresIn)), "require_approval": .bool(requireApproval),
             ])
-            let created = try await withSession(connection) { try await $0.call("POST", "/api/v1/enrollment-tokens", body) }
+            let created = try await withSession(connection) { try await $0.call(ManagementRoutes.createEnrollmentToken, body: body) }
             if output.json { emitJSON(created); return }
             let token = created["enrollment_token"]
             emit("created enrollment token \(token?["id"]?.stringValue ?? "?") for group \(group): \(maxUses) use(s), "
@@ -46,7 +47,7 @@ struct EnrollmentTokens: AsyncParsableCommand {
         @OptionGroup var output: OutputOptions
 
         func run() async throws {
-            let items = try await withSession(connection) { try await $0.call("GET", "/api/v1/enrollment-tokens")["items"]?.arrayValue ?? [] }
+            let items = try await withSession(connection) { try await $0.call(ManagementRoutes.listEnrollmentTokens)["items"]?.arrayValue ?? [] }
             if output.json { emitJSON(.array(items)); return }
             var table = Table(["ID", "NAME", "GROUP", "USES", "APPROVAL", "EXPIRES", "REVOKED"])
             for token in items {
@@ -65,7 +66,7 @@ struct EnrollmentTokens: AsyncParsableCommand {
         @Argument(help: "Enrollment token id (from `flotilla enrollment-tokens list`).") var id: String
 
         func run() async throws {
-            try await withSession(connection) { try await $0.call("POST", "/api/v1/enrollment-tokens/\(encoded(id))/revoke") }
+            try await withSession(connection) { try await $0.call(ManagementRoutes.revokeEnrollmentToken, id) }
             emit("revoked enrollment token \(id)\n")
         }
     }
@@ -92,7 +93,7 @@ extension Devices {
 
         func run() async throws {
             let body = JSON.object(["name": .string(name), "groups": .array(group.map(JSON.string)), "preauthorize": .bool(preauthorize)])
-            let created = try await withSession(connection) { try await $0.call("POST", "/api/v1/devices", body) }
+            let created = try await withSession(connection) { try await $0.call(ManagementRoutes.createDevice, body: body) }
             if output.json { emitJSON(created); return }
             if preauthorize {
                 emit("pre-authorized device \(name): it is accepted when it enrolls\n")
@@ -104,7 +105,7 @@ extension Devices {
 
     struct Accept: DeviceAccessCommand {
         static let configuration = CommandConfiguration(abstract: "Accept a pending (or rejected) device: it may poll from now on.")
-        static let action = "accept"
+        static let endpoint = ManagementRoutes.acceptDevice
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
         @Argument(help: "Device name or id.") var device: String
@@ -112,7 +113,7 @@ extension Devices {
 
     struct Reject: DeviceAccessCommand {
         static let configuration = CommandConfiguration(abstract: "Reject a device: it is refused from its next request.")
-        static let action = "reject"
+        static let endpoint = ManagementRoutes.rejectDevice
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
         @Argument(help: "Device name or id.") var device: String
@@ -121,7 +122,7 @@ extension Devices {
     struct RevokeToken: DeviceAccessCommand {
         static let configuration = CommandConfiguration(
             commandName: "revoke-token", abstract: "Revoke a device's token: refused from now on, until rotate-token makes a new one.")
-        static let action = "revoke-token"
+        static let endpoint = ManagementRoutes.revokeDeviceToken
         @OptionGroup var connection: ConnectionOptions
         @OptionGroup var output: OutputOptions
         @Argument(help: "Device name or id.") var device: String
@@ -135,7 +136,7 @@ extension Devices {
         @Argument(help: "Device name or id.") var device: String
 
         func run() async throws {
-            let rotated = try await withSession(connection) { try await $0.call("POST", "/api/v1/devices/\(encoded(device))/rotate-token") }
+            let rotated = try await withSession(connection) { try await $0.call(ManagementRoutes.rotateDeviceToken, device) }
             if output.json { emitJSON(rotated); return }
             emit("new device token for \(device) (shown once, store it now): \(rotated["device_token"]?.stringValue ?? "?")\n")
         }
@@ -144,7 +145,7 @@ extension Devices {
 
 /// accept, reject, revoke-token: one POST each, printing the device's status after it.
 protocol DeviceAccessCommand: AsyncParsableCommand {
-    static var action: String { get }
+    static var endpoint: Endpoint { get }
     var connection: ConnectionOptions { get }
     var output: OutputOptions { get }
     var device: String { get }
@@ -152,7 +153,7 @@ protocol DeviceAccessCommand: AsyncParsableCommand {
 
 extension DeviceAccessCommand {
     func run() async throws {
-        let updated = try await withSession(connection) { try await $0.call("POST", "/api/v1/devices/\(encoded(device))/\(Self.action)") }
+        let updated = try await withSession(connection) { try await $0.call(Self.endpoint, device) }
         if output.json { emitJSON(updated); return }
         let revoked = updated["token_revoked_at"]?.stringValue != nil
         emit("\(updated["name"]?.stringValue ?? device): \(updated["status"]?.stringValue ?? "?")\(revoked ? ", token revoked" : "")\n")

@@ -4,6 +4,7 @@
 
 import ArgumentParser
 import FlotillaFlowFiles
+import FlotillaWire
 import Foundation
 
 struct Flows: AsyncParsableCommand {
@@ -38,8 +39,8 @@ struct Flows: AsyncParsableCommand {
             let results = try await withSession(connection) { session in
                 var results: [JSON] = []
                 for entry in documents {
-                    let before = try? await session.call("GET", "/api/v1/flows/\(encoded(entry.name))")
-                    let answer = try await session.call("POST", "/api/v1/flows", entry.document)
+                    let before = try? await session.call(ManagementRoutes.flow, entry.name)
+                    let answer = try await session.call(ManagementRoutes.applyFlow, body: entry.document)
                     let flow = answer["flow"] ?? .null
                     let changed = before.map { changedPaths($0["definition"] ?? .null, flow["definition"] ?? .null) }
                     results.append(.fields([("file", .string(entry.file)), ("flow", flow), ("created", answer["created"] ?? .bool(false)),
@@ -72,7 +73,7 @@ struct Flows: AsyncParsableCommand {
         @OptionGroup var paging: PagingOptions
 
         func run() async throws {
-            let items = try await withSession(connection) { try await paging.fetch($0, "/api/v1/flows") }
+            let items = try await withSession(connection) { try await paging.fetch($0, ManagementRoutes.listFlows.path()) }
             if output.json { emitJSON(.array(items)) } else { emit(Views.flows(items, output.style)) }
         }
     }
@@ -87,7 +88,7 @@ struct Flows: AsyncParsableCommand {
 
         func run() async throws {
             let (name, version) = try flowReference(flow)
-            let path = version.map { "/api/v1/flows/\(encoded(name))/versions/\($0)" } ?? "/api/v1/flows/\(encoded(name))"
+            let path = version.map { ManagementRoutes.flowVersion.path(name, String($0)) } ?? ManagementRoutes.flow.path(name)
             let found = try await withSession(connection) { try await $0.call("GET", path) }
             if document { emitJSON(found["document"] ?? .null); return }
             if output.json { emitJSON(found) } else { emit(Views.flow(found, output.style)) }

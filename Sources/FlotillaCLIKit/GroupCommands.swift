@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import FlotillaJSON
+import FlotillaWire
 
 struct Groups: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,7 +16,7 @@ struct Groups: AsyncParsableCommand {
         @OptionGroup var paging: PagingOptions
 
         func run() async throws {
-            let items = try await withSession(connection) { try await paging.fetch($0, "/api/v1/groups") }
+            let items = try await withSession(connection) { try await paging.fetch($0, ManagementRoutes.listGroups.path()) }
             if output.json { emitJSON(.array(items)) } else { emit(Views.groups(items, output.style)) }
         }
     }
@@ -29,8 +30,8 @@ struct Groups: AsyncParsableCommand {
 
         func run() async throws {
             let (found, members) = try await withSession(connection) { session in
-                (try await session.call("GET", "/api/v1/groups/\(encoded(group))"),
-                 try await paging.fetch(session, "/api/v1/groups/\(encoded(group))/devices"))
+                (try await session.call(ManagementRoutes.group, group),
+                 try await paging.fetch(session, ManagementRoutes.groupDevices.path(group)))
             }
             if output.json {
                 var fields = found.objectValue ?? [:]
@@ -52,7 +53,7 @@ struct Groups: AsyncParsableCommand {
         @Argument(help: "The new group's name.") var name: String
 
         func run() async throws {
-            let created = try await withSession(connection) { try await $0.call("POST", "/api/v1/groups", .object(["name": .string(name)])) }
+            let created = try await withSession(connection) { try await $0.call(ManagementRoutes.createGroup, body: .object(["name": .string(name)])) }
             if output.json { emitJSON(created) } else { emit("created group \(created["name"]?.stringValue ?? name)\n") }
         }
     }
@@ -63,7 +64,7 @@ struct Groups: AsyncParsableCommand {
         @Argument(help: "Group name or id.") var group: String
 
         func run() async throws {
-            try await withSession(connection) { try await $0.call("DELETE", "/api/v1/groups/\(encoded(group))") }
+            try await withSession(connection) { try await $0.call(ManagementRoutes.deleteGroup, group) }
             emit("deleted group \(group)\n")
         }
     }
@@ -80,7 +81,7 @@ struct Groups: AsyncParsableCommand {
 
         func run() async throws {
             let answer = try await withSession(connection) {
-                try await $0.call("POST", "/api/v1/groups/\(encoded(group))/devices", .object(["devices": .array(devices.map(JSON.string))]))
+                try await $0.call(ManagementRoutes.addGroupDevices, group, body: .object(["devices": .array(devices.map(JSON.string))]))
             }
             let added = answer["added"]?.intValue ?? 0
             emit("added \(added) device\(added == 1 ? "" : "s") to \(group)\(added < devices.count ? " (\(devices.count - added) already members)" : "")\n")
@@ -100,7 +101,7 @@ struct Groups: AsyncParsableCommand {
         func run() async throws {
             try await withSession(connection) { session in
                 for device in devices {
-                    try await session.call("DELETE", "/api/v1/groups/\(encoded(group))/devices/\(encoded(device))")
+                    try await session.call(ManagementRoutes.removeGroupDevice, group, device)
                 }
             }
             emit("removed \(devices.count) device\(devices.count == 1 ? "" : "s") from \(group)\n")

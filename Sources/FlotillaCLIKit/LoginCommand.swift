@@ -3,6 +3,7 @@
 
 import ArgumentParser
 import FlotillaJSON
+import FlotillaWire
 import Foundation
 
 struct Login: AsyncParsableCommand {
@@ -26,7 +27,7 @@ struct Login: AsyncParsableCommand {
         options.token = token
         let config = try options.resolve(environment: [:])
         // Any route a viewer may read proves the URL and the token.
-        _ = try await withSession(options) { try await $0.call("GET", "/api/v1/groups?limit=1") }
+        _ = try await withSession(options) { try await $0.call(ManagementRoutes.listGroups, query: [("limit", "1")]) }
         let path = ClientConfig.path(environment: environment)
         try config.save(to: path)
         emit("logged in to \(config.server); saved to \(path)\n")

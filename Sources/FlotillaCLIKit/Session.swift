@@ -10,6 +10,7 @@
 import ArgumentParser
 import FlotillaJSON
 import FlotillaTransport
+import FlotillaWire
 import Foundation
 
 struct ConnectionOptions: ParsableArguments {
@@ -110,6 +111,13 @@ final class Session: Sendable {
             request.body = .bytes(Array(body.serialized.utf8))
         }
         return try await send(request, timeout: timeout)
+    }
+
+    /// `call` for one endpoint of the wire contract, its path parameters in order.
+    @discardableResult
+    func call(_ endpoint: Endpoint, _ parameters: String..., query: [(String, String?)] = [], body: JSON? = nil,
+              headers: HTTPHeaders = [:], timeout: Duration = .seconds(60)) async throws -> JSON {
+        try await call(endpoint.method, endpoint.path(parameters, query: query), body, headers: headers, timeout: timeout)
     }
 
     func send(_ request: ClientRequest, timeout: Duration = .seconds(60)) async throws -> JSON {

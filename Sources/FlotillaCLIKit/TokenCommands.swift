@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import FlotillaJSON
+import FlotillaWire
 import Foundation
 
 struct Tokens: AsyncParsableCommand {
@@ -29,7 +30,7 @@ struct Tokens: AsyncParsableCommand {
             if !flow.isEmpty { body["flows"] = .array(flow.map(JSON.string)) }
             if !group.isEmpty { body["groups"] = .array(group.map(JSON.string)) }
             if let expiresIn { body["expires_in"] = .int(try seconds(expiresIn)) }
-            let created = try await withSession(connection) { [body] in try await $0.call("POST", "/api/v1/tokens", .object(body)) }
+            let created = try await withSession(connection) { [body] in try await $0.call(ManagementRoutes.createToken, body: .object(body)) }
             if output.json { emitJSON(created); return }
             emit("created \(created["token"]?["role"]?.stringValue ?? role) token \(created["token"]?["id"]?.stringValue ?? "?") (\(name))\n")
             emit("secret (shown once, store it now): \(created["secret"]?.stringValue ?? "?")\n")
@@ -42,7 +43,7 @@ struct Tokens: AsyncParsableCommand {
         @OptionGroup var output: OutputOptions
 
         func run() async throws {
-            let items = try await withSession(connection) { try await $0.call("GET", "/api/v1/tokens")["items"]?.arrayValue ?? [] }
+            let items = try await withSession(connection) { try await $0.call(ManagementRoutes.listTokens)["items"]?.arrayValue ?? [] }
             if output.json { emitJSON(.array(items)) } else { emit(Views.tokens(items, output.style)) }
         }
     }
@@ -53,7 +54,7 @@ struct Tokens: AsyncParsableCommand {
         @Argument(help: "Token id (from `flotilla tokens list`).") var id: String
 
         func run() async throws {
-            try await withSession(connection) { try await $0.call("POST", "/api/v1/tokens/\(encoded(id))/revoke") }
+            try await withSession(connection) { try await $0.call(ManagementRoutes.revokeToken, id) }
             emit("revoked token \(id)\n")
         }
     }
@@ -70,7 +71,7 @@ struct Events: AsyncParsableCommand {
 
     func run() async throws {
         let style = output.style
-        try await log.tail(connection, query("/api/v1/events", [("deployment", deployment), ("device", device)]), json: output.json) {
+        try await log.tail(connection, ManagementRoutes.events.path(query: [("deployment", deployment), ("device", device)]), json: output.json) {
             Views.event($0, style)
         }
     }

@@ -6,6 +6,7 @@
 // the exit code says how it ended: 0 every device succeeded, 8 anything else.
 
 import FlotillaJSON
+import FlotillaWire
 import Foundation
 
 enum Watch {
@@ -16,12 +17,12 @@ enum Watch {
         var lastLine = ""
         var lastPrinted = Date.distantPast
         while true {
-            let deployment = try await session.call("GET", "/api/v1/deployments/\(encoded(id))")
+            let deployment = try await session.call(ManagementRoutes.deployment, id)
             let active = deployment["status"]?.stringValue == "active"
             if json {
                 if !active { return deployment }
             } else if style.tty {
-                let failures = try await session.call("GET", "/api/v1/deployments/\(encoded(id))/failures?newest=5")
+                let failures = try await session.call(ManagementRoutes.deploymentFailures, id, query: [("newest", "5")])
                 var now = style
                 now.now = Date()
                 let frame = Views.watchFrame(deployment, failures: failures, now)

@@ -24,6 +24,9 @@
 //       verifying   → verify again                     rolling back → that stage again
 //     directiveReceived: roll_back → roll back now (if anything changed); stop → end here,
 //       restoring first if anything changed (the device is never left half-updated).
+//     unsupportedManifestReceived (a step kind this agent does not know): nothing runs; the
+//       server is told the step failed, so the execution ends with the reason instead of
+//       being handed out again and again.
 //
 // Every report carries the next sequence number, which the journal keeps: reports sent
 // again after a crash are duplicates the server recognises.
@@ -59,16 +62,14 @@ public enum AgentOutcome: String, Sendable, Equatable {
     case succeeded, failed, rolledBack = "rolled_back", rollbackFailed = "rollback_failed", abandoned
 }
 
-/// A report for the outbox, in the device API's vocabulary.
+/// A report for the outbox, in the device API's vocabulary (FlotillaWire's ReportBody).
 public struct OutgoingReport: Sendable, Equatable {
     public var execution: String
-    public var seq: Int
-    public var event: String
-    public var step: Int?
-    public var message: String?
-    public var exitCode: Int?
-    public var logTail: String?
-    public var version: String?
+    public var body: ReportBody
+
+    public var seq: Int { body.seq }
+    public var event: ReportEvent { body.event }
+    public var step: Int? { body.step }
 }
 
 public enum AgentAction: Sendable, Equatable {
@@ -113,7 +114,7 @@ public struct AgentMachine: Sendable, Equatable {
     /// The server handed us an execution. `serverState`/`serverSeq`/`serverStep` are what it
     /// last recorded: a fresh execution is `queued`; anything else means the server thinks we
     /// are already on it, which without a journal means the device lost its memory.
-    public mutating func manifestReceived(_ newJob: AgentJob, serverState: String, serverSeq: Int, serverStep: Int) -> AgentDecision {
+    public mutating func manifestReceived(_ newJob: AgentJob, serverState: ExecutionState, serverSeq: Int, serverStep: Int) -> AgentDecision {
         switch phase {
         case .idle:
             break
@@ -123,19 +124,31 @@ public struct AgentMachine: Sendable, Equatable {
         }
         guard !newJob.steps.isEmpty else { return .rejected("the manifest has no steps") }
         seq = serverSeq
-        if serverState == "queued" {
+        if serverState == .queued {
             job = newJob
             snapshotTaken = false
             return .accepted(begin(step: 0))
         }
         // Not ours to continue: say so, and let the server's machine decide (a failed step
         // rolls back; a rollback we cannot do needs an operator).
-        let message = "the agent has no journal for this execution (its state directory was lost or reset)"
-        var report = serverState == "rolling_back"
-            ? next("rollback_failed", message: message)
-            : next("step_failed", step: serverStep, message: message)
-        report.execution = newJob.executionID
-        return .accepted([.report(report)])
+        return .accepted([refusal(newJob.executionID, serverState: serverState, serverStep: serverStep,
+                                  "the agent has no journal for this execution (its state directory was lost or reset)")])
+    }
+
+    /// The server handed us an execution this agent cannot run (a step kind it does not know:
+    /// the server is newer). Nothing runs; the server hears why, and its machine ends the
+    /// execution (`failed` from queued: nothing on the device changed).
+    public mutating func unsupportedManifestReceived(executionID: String, serverState: ExecutionState, serverSeq: Int,
+                                                     serverStep: Int, reason: String) -> AgentDecision {
+        switch phase {
+        case .idle:
+            break
+        case .downloading, .snapshotting, .installing, .rebooting, .verifying, .restoring, .rollbackScript,
+             .rollbackRebooting, .rollbackVerifying:
+            return .rejected("already working on execution \(job?.executionID ?? "?")")
+        }
+        seq = serverSeq
+        return .accepted([refusal(executionID, serverState: serverState, serverStep: serverStep, reason)])
     }
 
     /// The current activity finished well.
@@ -144,7 +157,7 @@ public struct AgentMachine: Sendable, Equatable {
         case .idle:
             return .rejected("nothing is running")
         case .downloading(let step), .installing(let step), .verifying(let step):
-            return .accepted([.report(next("step_succeeded", step: step))] + begin(step: step + 1))
+            return .accepted([.report(next(.stepSucceeded, step: step))] + begin(step: step + 1))
         case .snapshotting(let step):
             snapshotTaken = true
             phase = .installing(step: step)
@@ -161,7 +174,7 @@ public struct AgentMachine: Sendable, Equatable {
             }
             return .accepted(verifyRollback())
         case .rollbackVerifying:
-            return .accepted(finish(.rolledBack, [.report(next("rollback_succeeded")), .dropSnapshot]))
+            return .accepted(finish(.rolledBack, [.report(next(.rollbackSucceeded)), .dropSnapshot]))
         }
     }
 
@@ -172,13 +185,13 @@ public struct AgentMachine: Sendable, Equatable {
             return .rejected("nothing is running")
         case .downloading(let step):
             // Downloads land in the state directory; nothing on the device was touched.
-            let report = next("step_failed", step: step, message: message, exitCode: exitCode, logTail: logTail)
+            let report = next(.stepFailed, step: step, message: message, exitCode: exitCode, logTail: logTail)
             return .accepted(finish(.failed, [.report(report)]))
         case .snapshotting(let step), .installing(let step), .rebooting(let step), .verifying(let step):
-            let report = next("step_failed", step: step, message: message, exitCode: exitCode, logTail: logTail)
+            let report = next(.stepFailed, step: step, message: message, exitCode: exitCode, logTail: logTail)
             return .accepted([.report(report)] + rollBack())
         case .restoring, .rollbackScript, .rollbackRebooting, .rollbackVerifying:
-            let report = next("rollback_failed", message: message, exitCode: exitCode, logTail: logTail)
+            let report = next(.rollbackFailed, message: message, exitCode: exitCode, logTail: logTail)
             // The snapshot stays: an operator restoring by hand needs it.
             return .accepted(finish(.rollbackFailed, [.report(report)]))
         }
@@ -195,10 +208,10 @@ public struct AgentMachine: Sendable, Equatable {
             return .accepted([.snapshot])
         case .installing(let step):
             // The script may have half run; it is not ours to guess how far. Restore.
-            let report = next("step_failed", step: step, message: "the agent stopped while the install script ran; rolling back")
+            let report = next(.stepFailed, step: step, message: "the agent stopped while the install script ran; rolling back")
             return .accepted([.report(report)] + rollBack())
         case .rebooting(let step):
-            return .accepted([.report(next("booted", version: job?.version))] + begin(step: step + 1))
+            return .accepted([.report(next(.booted, version: job?.version))] + begin(step: step + 1))
         case .verifying(let step):
             return .accepted([.healthCheck(step: step)])
         case .restoring:
@@ -211,17 +224,30 @@ public struct AgentMachine: Sendable, Equatable {
     }
 
     /// The server's answer to a report or poll named a directive for our execution.
+    /// Spelled out per phase and directive, no wildcard: a directive added later must be
+    /// decided for every phase, not silently roll back a device that is installing.
     public mutating func directiveReceived(_ directive: Directive) -> AgentDecision {
-        switch (phase, directive) {
-        case (_, .proceed), (.idle, _):
+        switch phase {
+        case .idle:
             return .accepted([])
-        case (.restoring, _), (.rollbackScript, _), (.rollbackRebooting, _), (.rollbackVerifying, _):
-            return .accepted([])  // already on the way back
-        case (.downloading, .rollBack), (.downloading, .stop), (.snapshotting, .stop):
-            // Nothing on the device changed yet.
-            return .accepted(finish(.abandoned, []))
-        case (.snapshotting, .rollBack), (.installing, _), (.rebooting, _), (.verifying, _):
-            return .accepted(rollBack())
+        case .restoring, .rollbackScript, .rollbackRebooting, .rollbackVerifying:
+            return .accepted([])  // already on the way back, whatever the server says now
+        case .downloading:
+            switch directive {
+            case .proceed: return .accepted([])
+            case .rollBack, .stop: return .accepted(finish(.abandoned, []))  // nothing on the device changed yet
+            }
+        case .snapshotting:
+            switch directive {
+            case .proceed: return .accepted([])
+            case .stop: return .accepted(finish(.abandoned, []))  // the snapshot only copied; nothing changed
+            case .rollBack: return .accepted(rollBack())
+            }
+        case .installing, .rebooting, .verifying:
+            switch directive {
+            case .proceed: return .accepted([])
+            case .rollBack, .stop: return .accepted(rollBack())  // never leave the device half-updated
+            }
         }
     }
 
@@ -229,7 +255,7 @@ public struct AgentMachine: Sendable, Equatable {
 
     private mutating func begin(step: Int) -> [AgentAction] {
         guard let job, step < job.steps.count else { return finish(.succeeded, [.dropSnapshot]) }
-        let started = AgentAction.report(next("step_started", step: step))
+        let started = AgentAction.report(next(.stepStarted, step: step))
         switch job.steps[step] {
         case .download:
             phase = .downloading(step: step)
@@ -267,9 +293,18 @@ public struct AgentMachine: Sendable, Equatable {
         return actions + [ended]
     }
 
-    private mutating func next(_ event: String, step: Int? = nil, message: String? = nil, exitCode: Int? = nil,
+    private mutating func next(_ event: ReportEvent, step: Int? = nil, message: String? = nil, exitCode: Int? = nil,
                                logTail: String? = nil, version: String? = nil) -> OutgoingReport {
         seq += 1
-        return OutgoingReport(execution: job?.executionID ?? "", seq: seq, event: event, step: step, message: message, exitCode: exitCode, logTail: logTail, version: version)
+        return OutgoingReport(execution: job?.executionID ?? "", body: ReportBody(
+            seq: seq, event: event, step: step, message: message, exitCode: exitCode, logTail: logTail, version: version))
+    }
+
+    /// The report that hands an execution we will not run back to the server's machine.
+    private mutating func refusal(_ execution: String, serverState: ExecutionState, serverStep: Int, _ message: String) -> AgentAction {
+        var report = serverState == .rollingBack ? next(.rollbackFailed, message: message)
+                                                 : next(.stepFailed, step: serverStep, message: message)
+        report.execution = execution
+        return .report(report)
     }
 }

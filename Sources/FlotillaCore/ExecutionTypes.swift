@@ -2,11 +2,6 @@
 // failures and what the machine asks its executor to do. Plain values, no behaviour
 // beyond a few derived properties; the rules live in Execution.swift.
 
-/// The kind of a flow step; a working state corresponds to each.
-public enum StepKind: String, Sendable, CaseIterable {
-    case download, run, reboot, verify
-}
-
 /// What the machine needs to know about a step: its kind and how long it may take.
 public struct StepPlan: Sendable, Equatable {
     public var kind: StepKind
@@ -19,54 +14,6 @@ public struct StepPlan: Sendable, Equatable {
     }
 }
 
-public enum ExecutionState: String, Sendable, CaseIterable {
-    case queued, downloading, installing, rebooting, verifying
-    case rollingBack = "rolling_back"
-    case succeeded, failed
-    case rolledBack = "rolled_back"
-    case rollbackFailed = "rollback_failed"
-    case canceled
-
-    public var isTerminal: Bool {
-        switch self {
-        case .succeeded, .failed, .rolledBack, .rollbackFailed, .canceled: true
-        case .queued, .downloading, .installing, .rebooting, .verifying, .rollingBack: false
-        }
-    }
-
-    /// Started and not finished: at most one such execution per (device, app).
-    public var isInFlight: Bool {
-        switch self {
-        case .downloading, .installing, .rebooting, .verifying, .rollingBack: true
-        case .queued, .succeeded, .failed, .rolledBack, .rollbackFailed, .canceled: false
-        }
-    }
-
-    /// The state a device is in while it works on a step of this kind.
-    public static func working(on kind: StepKind) -> ExecutionState {
-        switch kind {
-        case .download: .downloading
-        case .run: .installing
-        case .reboot: .rebooting
-        case .verify: .verifying
-        }
-    }
-
-    /// What the agent should do next, sent with every answer to a report or poll.
-    public var directive: Directive {
-        switch self {
-        case .queued, .downloading, .installing, .rebooting, .verifying: .proceed
-        case .rollingBack: .rollBack
-        case .succeeded, .failed, .rolledBack, .rollbackFailed, .canceled: .stop
-        }
-    }
-}
-
-public enum Directive: String, Sendable {
-    case proceed = "continue"
-    case rollBack = "roll_back"
-    case stop
-}
 
 /// Why an execution left the happy path. Every terminal state but `succeeded` has one.
 public struct Failure: Sendable, Equatable {

@@ -6,6 +6,10 @@
 // no Glibc — time is an argument, effects are returned as plain Equatable actions.
 // `scripts/test` (which `.ci/run` runs) fails if this rule is broken.
 
+// The machines speak the wire's vocabulary (ExecutionState, StepKind, Directive, ReportEvent):
+// whoever imports the core sees it too.
+@_exported import FlotillaWire
+
 /// The product's version, shared by the server (`GET /version`), the agent and the CLI.
 public enum FlotillaVersion {
     public static let current = "0.1.0"

@@ -27,7 +27,7 @@ final class AgentMachinePairsTests: XCTestCase {
         guard case .accepted(let actions) = decision else { return "rejected" }
         let names = actions.map { action -> String in
             switch action {
-            case .report(let r): r.event + (r.step.map { "(\($0))" } ?? "")
+            case .report(let r): r.event.rawValue + (r.step.map { "(\($0))" } ?? "")
             case .download(let s): "download(\(s))"
             case .snapshot: "snapshot"
             case .runScript(let s): "run(\(s))"
@@ -43,11 +43,13 @@ final class AgentMachinePairsTests: XCTestCase {
         return (machine.journal.objectValue?["phase"]?.stringValue ?? "?") + (names.isEmpty ? "" : " | " + names.joined(separator: ", "))
     }
 
-    enum Event: CaseIterable { case manifest, succeeded, failed, started, rollBack, stop, proceed }
+    enum Event: CaseIterable { case manifest, unsupported, succeeded, failed, started, rollBack, stop, proceed }
 
     static func feed(_ event: Event, to machine: inout AgentMachine) -> AgentDecision {
         switch event {
-        case .manifest: machine.manifestReceived(job, serverState: "queued", serverSeq: 0, serverStep: 0)
+        case .manifest: machine.manifestReceived(job, serverState: .queued, serverSeq: 0, serverStep: 0)
+        case .unsupported:
+            machine.unsupportedManifestReceived(executionID: "e2", serverState: .queued, serverSeq: 0, serverStep: 0, reason: "kind 'upload'")
         case .succeeded: machine.activitySucceeded()
         case .failed: machine.activityFailed("boom", exitCode: 1, logTail: "tail")
         case .started: machine.started()
@@ -60,42 +62,42 @@ final class AgentMachinePairsTests: XCTestCase {
     /// (phase, step, snapshot taken) → event → expected.
     static let table: [(String, Int?, Bool, [Event: String])] = [
         ("idle", nil, false, [
-            .manifest: "downloading | step_started(0), download(0)", .succeeded: "rejected", .failed: "rejected",
+            .manifest: "downloading | step_started(0), download(0)", .unsupported: "idle | step_failed(0)", .succeeded: "rejected", .failed: "rejected",
             .started: "idle", .rollBack: "idle", .stop: "idle", .proceed: "idle"]),
         ("downloading", 0, false, [
-            .manifest: "rejected", .succeeded: "snapshotting | step_succeeded(0), step_started(1), snapshot",
+            .manifest: "rejected", .unsupported: "rejected", .succeeded: "snapshotting | step_succeeded(0), step_started(1), snapshot",
             .failed: "idle | step_failed(0), finished:failed", .started: "downloading | download(0)",
             .rollBack: "idle | finished:abandoned", .stop: "idle | finished:abandoned", .proceed: "downloading"]),
         ("snapshotting", 1, false, [
-            .manifest: "rejected", .succeeded: "installing | run(1)", .failed: "restoring | step_failed(1), restore",
+            .manifest: "rejected", .unsupported: "rejected", .succeeded: "installing | run(1)", .failed: "restoring | step_failed(1), restore",
             .started: "snapshotting | snapshot", .rollBack: "restoring | restore", .stop: "idle | finished:abandoned",
             .proceed: "snapshotting"]),
         ("installing", 1, true, [
-            .manifest: "rejected", .succeeded: "rebooting | step_succeeded(1), step_started(2), reboot",
+            .manifest: "rejected", .unsupported: "rejected", .succeeded: "rebooting | step_succeeded(1), step_started(2), reboot",
             .failed: "restoring | step_failed(1), restore", .started: "restoring | step_failed(1), restore",
             .rollBack: "restoring | restore", .stop: "restoring | restore", .proceed: "installing"]),
         ("rebooting", 2, true, [
-            .manifest: "rejected", .succeeded: "rejected", .failed: "restoring | step_failed(2), restore",
+            .manifest: "rejected", .unsupported: "rejected", .succeeded: "rejected", .failed: "restoring | step_failed(2), restore",
             .started: "verifying | booted, step_started(3), verify(3)", .rollBack: "restoring | restore",
             .stop: "restoring | restore", .proceed: "rebooting"]),
         ("verifying", 3, true, [
-            .manifest: "rejected", .succeeded: "idle | step_succeeded(3), drop_snapshot, finished:succeeded",
+            .manifest: "rejected", .unsupported: "rejected", .succeeded: "idle | step_succeeded(3), drop_snapshot, finished:succeeded",
             .failed: "restoring | step_failed(3), restore", .started: "verifying | verify(3)",
             .rollBack: "restoring | restore", .stop: "restoring | restore", .proceed: "verifying"]),
         ("restoring", nil, true, [
-            .manifest: "rejected", .succeeded: "rollback_script | rollback_script",
+            .manifest: "rejected", .unsupported: "rejected", .succeeded: "rollback_script | rollback_script",
             .failed: "idle | rollback_failed, finished:rollback_failed", .started: "restoring | restore",
             .rollBack: "restoring", .stop: "restoring", .proceed: "restoring"]),
         ("rollback_script", nil, true, [
-            .manifest: "rejected", .succeeded: "rollback_verifying | verify_restore",
+            .manifest: "rejected", .unsupported: "rejected", .succeeded: "rollback_verifying | verify_restore",
             .failed: "idle | rollback_failed, finished:rollback_failed", .started: "rollback_script | rollback_script",
             .rollBack: "rollback_script", .stop: "rollback_script", .proceed: "rollback_script"]),
         ("rollback_rebooting", nil, true, [
-            .manifest: "rejected", .succeeded: "rejected", .failed: "idle | rollback_failed, finished:rollback_failed",
+            .manifest: "rejected", .unsupported: "rejected", .succeeded: "rejected", .failed: "idle | rollback_failed, finished:rollback_failed",
             .started: "rollback_verifying | verify_restore", .rollBack: "rollback_rebooting", .stop: "rollback_rebooting",
             .proceed: "rollback_rebooting"]),
         ("rollback_verifying", nil, true, [
-            .manifest: "rejected", .succeeded: "idle | rollback_succeeded, drop_snapshot, finished:rolled_back",
+            .manifest: "rejected", .unsupported: "rejected", .succeeded: "idle | rollback_succeeded, drop_snapshot, finished:rolled_back",
             .failed: "idle | rollback_failed, finished:rollback_failed", .started: "rollback_verifying | verify_restore",
             .rollBack: "rollback_verifying", .stop: "rollback_verifying", .proceed: "rollback_verifying"]),
     ]
@@ -118,7 +120,7 @@ final class AgentMachinePairsTests: XCTestCase {
 
     func testReportsCarryIncreasingSequenceNumbersFromTheServers() throws {
         var machine = AgentMachine()
-        guard case .accepted(let first) = machine.manifestReceived(Self.job, serverState: "queued", serverSeq: 4, serverStep: 0),
+        guard case .accepted(let first) = machine.manifestReceived(Self.job, serverState: .queued, serverSeq: 4, serverStep: 0),
               case .report(let started) = first[0] else { return XCTFail("a manifest starts step 0") }
         XCTAssertEqual(started.seq, 5)
         XCTAssertEqual(started.execution, "e1")
@@ -129,11 +131,31 @@ final class AgentMachinePairsTests: XCTestCase {
 
     func testAManifestWeHaveNoJournalForIsReportedNotRun() {
         var machine = AgentMachine()
-        let lost = machine.manifestReceived(Self.job, serverState: "installing", serverSeq: 7, serverStep: 1)
+        let lost = machine.manifestReceived(Self.job, serverState: .installing, serverSeq: 7, serverStep: 1)
         XCTAssertEqual(Self.describe(machine, lost), "idle | step_failed(1)")
-        let lostRollback = machine.manifestReceived(Self.job, serverState: "rolling_back", serverSeq: 9, serverStep: 1)
+        let lostRollback = machine.manifestReceived(Self.job, serverState: .rollingBack, serverSeq: 9, serverStep: 1)
         XCTAssertEqual(Self.describe(machine, lostRollback), "idle | rollback_failed")
     }
+
+    func testAManifestWithAStepKindWeDoNotKnowIsReportedNotRun() throws {
+        var machine = AgentMachine()
+        guard case .accepted(let actions) = machine.unsupportedManifestReceived(
+            executionID: "e9", serverState: .queued, serverSeq: 3, serverStep: 0, reason: "step 2 is of kind 'upload'"),
+            case .report(let report)? = actions.first else { return XCTFail("the refusal is reported") }
+        XCTAssertEqual(actions.count, 1, "nothing runs")
+        XCTAssertEqual(report.execution, "e9")
+        XCTAssertEqual(report.body, ReportBody(seq: 4, event: .stepFailed, step: 0, message: "step 2 is of kind 'upload'"))
+        XCTAssertEqual(machine.phase, .idle)
+        // A manifest whose step kind is unknown never becomes a job: the wire refuses it.
+        var execution = try XCTUnwrap(JSON.parse(Array(Self.manifestText.utf8)).objectValue)
+        XCTAssertNoThrow(try Manifest(json: .object(execution)))
+        execution["steps"] = .array([.fields([("kind", .string("download"))]), .fields([("kind", .string("upload"))])])
+        XCTAssertThrowsError(try Manifest(json: .object(execution))) { error in
+            XCTAssertEqual(error as? Manifest.Refusal, .unknownStepKind(index: 1, kind: "upload"))
+        }
+    }
+
+    static let manifestText = #"{"id":"e1","deployment_id":"d1","flow":{"name":"f","version":1},"app":"model","version":"2.0","known_good":null,"state":"queued","step":0,"attempt":0,"seq":0,"directive":"continue","deadline_at":null,"steps":[{"kind":"download"},{"kind":"run","script":"true"}],"rollback":{},"params":{}}"#
 
     func testRollbackRebootsWhenTheFlowAsks() throws {
         var machine = try Self.machine("rollback_script", snapshot: true, rollbackReboots: true)

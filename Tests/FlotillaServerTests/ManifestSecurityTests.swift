@@ -18,6 +18,7 @@ final class ManifestSecurityTests: XCTestCase {
     final class Script: Sendable {
         let answer = Mutex<String>("")
         let reports = Atomic<Int>(0)
+        let reportBodies = Mutex<[String]>([])
     }
     let script = Script()
     var hostile: HTTPServer!
@@ -29,7 +30,8 @@ final class ManifestSecurityTests: XCTestCase {
         var router = Router()
         router.get("/api/v1/agent/next") { [script] _ in .json(200, script.answer.withLock { $0 }) }
         router.add("POST", "/api/v1/agent/heartbeat") { _ in .json(200, #"{"poll_interval":1,"poll_jitter":0}"#) }
-        router.add("POST", "/api/v1/agent/executions/{id}/reports") { [script] _ in
+        router.add("POST", "/api/v1/agent/executions/{id}/reports") { [script] request in
+            script.reportBodies.withLock { $0.append(String(decoding: request.body, as: UTF8.self)) }
             script.reports.add(1, ordering: .relaxed)
             return .json(200, #"{"directive":"stop","state":"canceled","step":0,"result":"accepted"}"#)
         }
@@ -43,11 +45,12 @@ final class ManifestSecurityTests: XCTestCase {
     }
 
     /// A manifest as the genuine server would make it, for this agent's token unless told otherwise.
-    func manifest(version: String = "2.0", signer: ManifestSigner? = nil, token: String? = nil, issuedAgo: Int = 0) throws -> JSON {
+    func manifest(version: String = "2.0", signer: ManifestSigner? = nil, token: String? = nil, issuedAgo: Int = 0,
+                  steps: [JSON] = [.fields([("kind", .string("run")), ("name", .string("install")), ("script", .string("true"))])]) throws -> JSON {
         let execution = JSON.fields([
             ("id", .string("0d0d0d0d-0000-4000-8000-000000000001")), ("app", .string("hardhat-detector")),
             ("version", .string(version)), ("state", .string("queued")), ("step", .int(0)), ("seq", .int(0)),
-            ("steps", .array([.fields([("kind", .string("run")), ("name", .string("install")), ("script", .string("true"))])])),
+            ("steps", .array(steps)),
             ("rollback", .fields([("snapshot", .array([]))])),
         ])
         let now = Instant(microseconds: Int64((Date().timeIntervalSince1970 - Double(issuedAgo)) * 1_000_000))
@@ -56,14 +59,15 @@ final class ManifestSecurityTests: XCTestCase {
     }
 
     /// Runs the agent against the hostile server until it says what it did with the manifest.
-    func agentVerdict(_ body: JSON, seedTrust: JSON? = nil) async throws -> String {
+    func agentVerdict(_ body: JSON, seedTrust: JSON? = nil, awaitingReports: Int = 0) async throws -> String {
         script.answer.withLock { $0 = body.serialized }
         try FileManager.default.createDirectory(atPath: work + "/state", withIntermediateDirectories: true)
         if let seedTrust { try seedTrust.serialized.write(toFile: work + "/state/trust.json", atomically: true, encoding: .utf8) }
         let agent = try ChildProcess(productsDirectory.appendingPathComponent("flotilla-agent").path,
                                      ["run", "--config", work + "/none.conf", "--server", "http://127.0.0.1:\(port)", "--token", token,
                                       "--state-dir", work + "/state", "--poll-wait", "0", "--poll-min", "0", "--poll-max", "1",
-                                      "--reboot-command", "exit", "--signing-key", Base64URL.encode(genuine.key.publicKey)])
+                                      "--reboot-command", "exit",
+                                      "--signing-key=" + Base64URL.encode(genuine.key.publicKey)])  // "=": a key may start with "-"
         let killer = DispatchWorkItem { agent.signal(SIGKILL) }
         DispatchQueue.global().asyncAfter(deadline: .now() + 20, execute: killer)
         let verdict = await withCheckedContinuation { continuation in
@@ -75,6 +79,9 @@ final class ManifestSecurityTests: XCTestCase {
                 }
                 continuation.resume(returning: seen)
             }
+        }
+        if awaitingReports > 0 {
+            try await eventually("the agent reported", seconds: 10) { [script] in script.reports.load(ordering: .relaxed) >= awaitingReports }
         }
         killer.cancel()
         agent.signal(SIGKILL)
@@ -128,6 +135,26 @@ final class ManifestSecurityTests: XCTestCase {
         // The control: the same manifest, genuine and fresh, is accepted.
         verdict = try await agentVerdict(good)
         XCTAssertTrue(verdict.contains("execution 0d0d0d0d-0000-4000-8000-000000000001: hardhat-detector 2.0"), verdict)
+    }
+
+    /// A genuine manifest from a newer server, with a step kind this agent does not know: it
+    /// must never run as anything else (an unknown kind once became `run`: a future `upload`
+    /// step would have been executed as a shell script). The agent refuses it and tells the
+    /// server, so the execution ends with the reason instead of coming back at every poll.
+    func testAStepKindTheAgentDoesNotKnowIsRefusedAndReportedNeverRun() async throws {
+        let marker = work + "/ran"
+        let future = try manifest(steps: [.fields([("kind", .string("upload")), ("name", .string("send")), ("script", .string("touch \(marker)"))]),
+                                          .fields([("kind", .string("verify")), ("name", .string("check"))])])
+        let verdict = try await agentVerdict(future, awaitingReports: 1)
+        XCTAssertTrue(verdict.contains("refusing the manifest: step 0 is of kind 'upload', which this agent does not know"), verdict)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: marker), "the unknown step ran")
+        let reports = script.reportBodies.withLock { $0 }
+        XCTAssertEqual(reports.count, 1, "\(reports)")
+        let report = try JSON.parse(Array((reports.first ?? "").utf8))
+        XCTAssertEqual(report.objectValue?["event"], .string("step_failed"))
+        XCTAssertEqual(report.objectValue?["step"], .int(0))
+        XCTAssertEqual(report.objectValue?["seq"], .int(1))
+        XCTAssertTrue(report.objectValue?["message"]?.stringValue?.contains("upgrade the agent") == true, report.serialized)
     }
 
     func testSignaturesVerifyOnlyForTheExactBytesAndKey() throws {
