@@ -22,11 +22,16 @@ let package = Package(
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         // glibc calls Swift does not import (accept4) and OpenSSL macros Swift cannot call.
         .target(name: "CFlotillaShims", dependencies: ["COpenSSL"]),
+        // Processes: one posix_spawn set-up for the agent's scripts and the store's children.
+        .target(name: "FlotillaSystem"),
 
         // The pure core: no I/O, no clock, no Foundation (.ci/run enforces it).
         // JSON values, parser and writer: pure, shared by the core, the transport and the API.
         .target(name: "FlotillaJSON"),
-        .target(name: "FlotillaCore", dependencies: ["FlotillaJSON"]),
+        // The one wire contract of the server, the agent and the CLI: paths, report events
+        // and answers, the manifest, execution states, error codes. Pure, like the core.
+        .target(name: "FlotillaWire", dependencies: ["FlotillaJSON"]),
+        .target(name: "FlotillaCore", dependencies: ["FlotillaJSON", "FlotillaWire"]),
         // HTTP/1.1 + HTTP/2 over raw sockets and Dispatch. Knows HTTP, nothing about fleets.
         .target(name: "FlotillaTransport", dependencies: ["FlotillaJSON", "CNghttp2", "COpenSSL", "CFlotillaShims"],
                 // Every connection's state is confined to one serial queue, so the runtime's
@@ -34,14 +39,14 @@ let package = Package(
                 swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]),
         // PostgreSQL through libpq: queries, pool, migrations, the embedded cluster.
         .target(name: "FlotillaStore", dependencies: [
-            "CLibpq", "COpenSSL", "FlotillaJSON", .product(name: "Logging", package: "swift-log"),
+            "CLibpq", "COpenSSL", "FlotillaJSON", "FlotillaSystem", .product(name: "Logging", package: "swift-log"),
         ]),
         // Flow files (YAML or JSON) → flow definitions, with each problem's line: for the
         // server's start-up, the API's tests and the CLI's offline `flows validate`.
         .target(name: "FlotillaFlowFiles", dependencies: ["FlotillaCore", "FlotillaJSON", .product(name: "Yams", package: "Yams")]),
         // The routes. Knows fleets, nothing about sockets.
         .target(name: "FlotillaAPI", dependencies: [
-            "FlotillaCore", "FlotillaJSON", "FlotillaTransport", "FlotillaStore", "FlotillaFlowFiles", "COpenSSL",
+            "FlotillaCore", "FlotillaJSON", "FlotillaWire", "FlotillaTransport", "FlotillaStore", "FlotillaFlowFiles", "COpenSSL",
             .product(name: "Logging", package: "swift-log"),
         ]),
 
@@ -51,20 +56,20 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "FlotillaAgent", dependencies: [
-            "FlotillaCore", "FlotillaJSON", "FlotillaTransport", "COpenSSL", "CCurl",
+            "FlotillaCore", "FlotillaJSON", "FlotillaSystem", "FlotillaWire", "FlotillaTransport", "COpenSSL", "CCurl",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // The operators' CLI: commands, the API session and the renderers live in a library so
         // tests can parse arguments and render without a process; the executable only runs it.
         .target(name: "FlotillaCLIKit", dependencies: [
-            "FlotillaCore", "FlotillaJSON", "FlotillaTransport", "FlotillaFlowFiles",
+            "FlotillaCore", "FlotillaJSON", "FlotillaWire", "FlotillaTransport", "FlotillaFlowFiles",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "FlotillaCLI", dependencies: ["FlotillaCLIKit"]),
 
         // Helpers shared by the test targets (raw sockets, processes, certificates).
         .target(name: "FlotillaTestSupport", dependencies: ["FlotillaTransport", "FlotillaStore"], path: "Tests/FlotillaTestSupport"),
-        .testTarget(name: "FlotillaCoreTests", dependencies: ["FlotillaCore"]),
+        .testTarget(name: "FlotillaCoreTests", dependencies: ["FlotillaCore", "FlotillaWire"]),
         .testTarget(name: "FlotillaTransportTests", dependencies: ["FlotillaTransport", "FlotillaAPI", "CNghttp2", "FlotillaTestSupport"]),
         .testTarget(name: "FlotillaCLITests", dependencies: ["FlotillaCLIKit", "FlotillaFlowFiles"]),
         .testTarget(name: "FlotillaServerTests", dependencies: [

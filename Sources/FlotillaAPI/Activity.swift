@@ -7,10 +7,11 @@
 import FlotillaCore
 import FlotillaStore
 import FlotillaTransport
+import FlotillaWire
 
 extension ManagementAPI {
     func registerActivityRoutes(on router: inout Router) {
-        route(&router, "GET", "/api/v1/events", role: .viewer) { request, _ in
+        route(&router, ManagementRoutes.events, role: .viewer) { request, _ in
             var query = try QueryReader(request, allowed: ["after", "limit", "deployment", "device"])
             let limit = query.limit()
             let after = query.afterID()
@@ -50,7 +51,7 @@ extension ManagementAPI {
             return .json(200, JSON.fields([("items", .array(items)), ("last_id", last.map(JSON.int) ?? .null)]).serialized)
         }
 
-        route(&router, "GET", "/api/v1/devices/{device}/executions", role: .viewer) { request, _ in
+        route(&router, ManagementRoutes.deviceExecutions, role: .viewer) { request, _ in
             let ident = request.pathParameters["device"]!
             var query = try QueryReader(request, allowed: ["limit"])
             let limit = query.limit()
@@ -60,7 +61,7 @@ extension ManagementAPI {
                 guard let row = try conn.query("SELECT d.id::text FROM devices d WHERE \(Self.deviceMatch(ident))").first else { return nil }
                 let device = try row.decode(String.self)
                 // Deployments made since the device last polled are listed as the poll will see them.
-                _ = try conn.query(Self.materialize(device, at: now))
+                _ = try conn.query(ExecutionEngine.materialize(device, at: now))
                 return try conn.query("""
                     SELECT \(unsafe: Self.executionColumns), e.deployment_id::text AS deployment_id, d.app AS app,
                            d.app_version AS app_version, e.created_at AS created_at
@@ -79,7 +80,7 @@ extension ManagementAPI {
             return .json(200, JSON.object(["items": .array(items)]).serialized)
         }
 
-        route(&router, "GET", "/api/v1/deployments/{id}/failures", role: .viewer) { request, _ in
+        route(&router, ManagementRoutes.deploymentFailures, role: .viewer) { request, _ in
             let id = request.pathParameters["id"]!
             var query = try QueryReader(request, allowed: ["newest"])
             var newest = 5

@@ -6,8 +6,9 @@
 // is still committing is never taken for an orphan.
 
 import FlotillaStore
+import FlotillaWire
 
-extension ManagementAPI {
+extension APIContext {
     /// Removes store files without an `artifacts` row and day-old leftovers of crashed
     /// uploads. Returns the hashes removed. Safe to run on every replica at once.
     @discardableResult
@@ -20,8 +21,8 @@ extension ManagementAPI {
             """).map { try $0.decode(String.self) }
         var removed: [String] = []
         for sha256 in candidates {
-            let orphan = try await db.transaction { conn -> Bool in
-                try Self.lockArtifact(conn, sha256)
+            let orphan = try await db.transaction { [artifacts] conn -> Bool in
+                try ArtifactStore.lock(conn, sha256)
                 guard try conn.query("SELECT 1 FROM artifacts WHERE sha256 = \(sha256)").isEmpty else { return false }
                 artifacts.files.remove(sha256)
                 return true

@@ -16,6 +16,7 @@
 import FlotillaCore
 import FlotillaStore
 import FlotillaTransport
+import FlotillaWire
 
 public struct ArtifactStore: Sendable {
     public let files: ArtifactFiles
@@ -29,7 +30,7 @@ public struct ArtifactStore: Sendable {
 
 extension ManagementAPI {
     func registerArtifactRoutes(on router: inout Router) {
-        route(&router, "POST", "/api/v1/artifacts", role: .deployer, streamingLimit: artifacts.maxBytes) { request, _ in
+        route(&router, ManagementRoutes.uploadArtifact, role: .deployer, streamingLimit: artifacts.maxBytes) { request, _ in
             var query = try QueryReader(request, allowed: ["name"])
             let name = query["name"] ?? "artifact"
             if name.utf8.count > 255 || name.contains("/") || name.unicodeScalars.contains(where: { $0.value < 32 || $0.value == 127 }) {
@@ -47,11 +48,11 @@ extension ManagementAPI {
             guard upload.size > 0 else { throw APIError.invalid("body", "an artifact cannot be empty") }
             let sha256 = try await upload.finish()
             if let expected, expected != sha256 {
-                throw HTTPError(422, code: "checksum_mismatch",
+                throw HTTPError(422, code: .checksumMismatch,
                                 message: "the body's SHA-256 is \(sha256), not the \(expected) announced; nothing was stored")
             }
             let (row, created) = try await db.transaction { conn -> (PGRow, Bool) in
-                try Self.lockArtifact(conn, sha256)
+                try ArtifactStore.lock(conn, sha256)
                 try artifacts.files.commit(upload, as: sha256)
                 if let row = try conn.query("""
                     INSERT INTO artifacts (sha256, size, name, content_type) VALUES (\(sha256), \(upload.size), \(name), \(contentType))
@@ -62,10 +63,10 @@ extension ManagementAPI {
                 return (try conn.query("SELECT \(unsafe: Self.artifactColumns) FROM artifacts WHERE sha256 = \(sha256)")[0], false)
             }
             return .json(created ? 201 : 200, try Self.artifactJSON(row).serialized,
-                         headers: ["location": "/api/v1/artifacts/\(sha256)"])
+                         headers: ["location": ManagementRoutes.artifact.path(sha256)])
         }
 
-        route(&router, "GET", "/api/v1/artifacts", role: .viewer) { request, _ in
+        route(&router, ManagementRoutes.listArtifacts, role: .viewer) { request, _ in
             var query = try QueryReader(request, allowed: ["limit", "cursor"])
             let limit = query.limit()
             let after = query.newestFirstCursor(isKey: isSHA256)
@@ -78,7 +79,7 @@ extension ManagementAPI {
             return try newestFirstPage(rows, limit: limit, key: "sha256", Self.artifactJSON)
         }
 
-        route(&router, "GET", "/api/v1/artifacts/{sha256}", role: .viewer) { request, _ in
+        route(&router, ManagementRoutes.artifact, role: .viewer) { request, _ in
             let sha256 = try Self.artifactID(request)
             guard let row = try await db.query("SELECT \(unsafe: Self.artifactColumns) FROM artifacts WHERE sha256 = \(sha256)").first else {
                 throw APIError.notFound("no artifact \(sha256)")
@@ -89,7 +90,7 @@ extension ManagementAPI {
             return .json(200, JSON.object(json).serialized)
         }
 
-        route(&router, "GET", "/api/v1/artifacts/{sha256}/content", role: .viewer) { request, _ in
+        route(&router, ManagementRoutes.artifactContent, role: .viewer) { request, _ in
             let sha256 = try Self.artifactID(request)
             guard let row = try await db.query("SELECT content_type FROM artifacts WHERE sha256 = \(sha256)").first else {
                 throw APIError.notFound("no artifact \(sha256)")
@@ -97,16 +98,16 @@ extension ManagementAPI {
             return try serveArtifact(sha256, contentType: try row.decode(String.self), for: request)
         }
 
-        route(&router, "DELETE", "/api/v1/artifacts/{sha256}", role: .admin) { request, _ in
+        route(&router, ManagementRoutes.deleteArtifact, role: .admin) { request, _ in
             let sha256 = try Self.artifactID(request)
             try await db.transaction { conn in
-                try Self.lockArtifact(conn, sha256)
+                try ArtifactStore.lock(conn, sha256)
                 guard try !conn.query("SELECT 1 FROM artifacts WHERE sha256 = \(sha256) FOR UPDATE").isEmpty else {
                     throw APIError.notFound("no artifact \(sha256)")
                 }
                 let live = try conn.query(Self.liveUsers(sha256)).map { try $0.decode(String.self) }
                 if !live.isEmpty {
-                    throw HTTPError(409, code: "artifact_in_use",
+                    throw HTTPError(409, code: .artifactInUse,
                                     message: "deployment \(live[0]) still has devices to update with this artifact; cancel it or wait for it to finish",
                                     details: JSON.object(["deployments": .array(live.map(JSON.string))]).serialized)
                 }
@@ -116,29 +117,17 @@ extension ManagementAPI {
             }
             return HTTPResponse(status: 204)
         }
-
-        deviceRoute(&router, "GET", "/api/v1/agent/artifacts/{sha256}") { request, device in
-            let sha256 = try Self.artifactID(request)
-            // Only what one of the device's own executions tells it to download.
-            guard let row = try await db.query("""
-                SELECT a.content_type FROM artifacts a
-                WHERE a.sha256 = \(sha256) AND EXISTS (
-                    SELECT 1 FROM deployment_artifacts da JOIN executions e ON e.deployment_id = da.deployment_id
-                    WHERE da.sha256 = a.sha256 AND e.device_id = \(device.id)::uuid)
-                """).first else {
-                throw APIError.notFound("no artifact \(sha256) for this device")
-            }
-            return try serveArtifact(sha256, contentType: try row.decode(String.self), for: request)
-        }
     }
+}
 
-    private func serveArtifact(_ sha256: String, contentType: String, for request: HTTPRequest) throws -> HTTPResponse {
+extension APIAudience {
+    func serveArtifact(_ sha256: String, contentType: String, for request: HTTPRequest) throws -> HTTPResponse {
         let file: HTTPFileBody
         do {
             file = try HTTPFileBody(path: artifacts.files.path(of: sha256))
         } catch {
             logger.error("artifact file missing", metadata: ["sha256": .string(sha256), "error": .string(error.description)])
-            throw HTTPError(500, code: "artifact_missing", message: "the artifact \(sha256) is recorded but its file is missing from the store")
+            throw HTTPError(500, code: .artifactMissing, message: "the artifact \(sha256) is recorded but its file is missing from the store")
         }
         // Content-addressed: the bytes behind this URL never change, so caches may keep them.
         return .file(file, for: request, etag: "\"\(sha256)\"",
@@ -151,20 +140,25 @@ extension ManagementAPI {
         return sha256
     }
 
-    /// Orders uploads and deletes of the same bytes (any replica).
-    static func lockArtifact(_ conn: PGConnection, _ sha256: String) throws {
-        _ = try conn.query("SELECT pg_advisory_xact_lock(\(artifactLockSpace), hashtext(\(sha256)))")
+}
+
+extension ArtifactStore {
+    /// Orders uploads, deletes and the collector's removals of the same bytes (any replica).
+    static func lock(_ conn: PGConnection, _ sha256: String) throws {
+        _ = try conn.query("SELECT pg_advisory_xact_lock(\(lockSpace), hashtext(\(sha256)))")
     }
 
-    static let artifactLockSpace = 0x41_52_54  // "ART"
+    static let lockSpace = 0x41_52_54  // "ART"
+}
 
+extension ManagementAPI {
     /// Deployments that use the artifact and still have devices to update (counting targets
     /// not handed out yet, even superseded ones: refusing is the safe side).
     static func liveUsers(_ sha256: String) -> SQL {
         """
         SELECT da.deployment_id::text FROM deployment_artifacts da
         WHERE da.sha256 = \(sha256) AND (EXISTS (SELECT 1 FROM executions e WHERE e.deployment_id = da.deployment_id
-              AND e.state NOT IN ('succeeded', 'failed', 'rolled_back', 'rollback_failed', 'canceled'))
+              AND e.state NOT IN (\(unsafe: ExecutionState.terminalSQLList)))
            OR EXISTS (SELECT 1 FROM deployment_targets t JOIN deployments d ON d.id = t.deployment_id
                       WHERE t.deployment_id = da.deployment_id AND d.canceled_at IS NULL))
         ORDER BY da.deployment_id LIMIT 20
@@ -177,8 +171,8 @@ extension ManagementAPI {
         let (sha256, size, name, contentType, created) = try row.decode(String.self, Int.self, String.self, String.self, Timestamp.self)
         return .fields([
             ("sha256", .string(sha256)), ("size", .int(size)), ("name", .string(name)), ("content_type", .string(contentType)),
-            ("created_at", .string(created.rfc3339)), ("content_url", .string("/api/v1/artifacts/\(sha256)/content")),
-            ("device_url", .string("/api/v1/agent/artifacts/\(sha256)")),
+            ("created_at", .string(created.rfc3339)), ("content_url", .string(ManagementRoutes.artifactContent.path(sha256))),
+            ("device_url", .string(DeviceRoutes.artifact.path(sha256))),
         ])
     }
 }
@@ -201,7 +195,7 @@ extension ManagementAPI {
             if fields["sha256"]?.stringValue != sha256 {
                 problems.append(Problem(field: "steps[\(index)].sha256", message: "must equal the artifact's SHA-256 (\(sha256)): artifacts are named by their content"))
             }
-            fields["url"] = .string("/api/v1/agent/artifacts/\(sha256)")
+            fields["url"] = .string(DeviceRoutes.artifact.path(sha256))
             steps[index] = .object(fields)
             found.append(ArtifactDownload(step: index, sha256: sha256, size: fields["size"]?.intValue))
         }

@@ -11,11 +11,9 @@
 
 import FlotillaStore
 import FlotillaTransport
+import FlotillaWire
 
-extension ManagementAPI {
-    /// Methods that change something; everything else is a read and is not audited.
-    static func isMutation(_ method: String) -> Bool { method != "GET" && method != "HEAD" }
-
+extension APIContext {
     /// Appends one row. A failure to append is logged loudly but does not change the
     /// client's answer: the mutation already happened (or was refused) by then.
     func appendAudit(_ request: HTTPRequest, tokenID: String?, status: Int, requestID: String) async {
@@ -29,8 +27,11 @@ extension ManagementAPI {
         }
     }
 
+}
+
+extension ManagementAPI {
     func registerAuditRoutes(on router: inout Router) {
-        route(&router, "GET", "/api/v1/audit", role: .admin) { request, _ in
+        route(&router, ManagementRoutes.audit, role: .admin) { request, _ in
             var query = try QueryReader(request, allowed: ["after", "limit", "token"])
             let limit = query.limit()
             let after = query.afterID()

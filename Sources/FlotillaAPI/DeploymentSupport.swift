@@ -4,6 +4,7 @@
 import FlotillaCore
 import FlotillaStore
 import FlotillaTransport
+import FlotillaWire
 
 /// Which devices a deployment is for: the union of groups, devices (ids or names) and a selector.
 struct DeploymentTarget {
@@ -48,7 +49,7 @@ extension ManagementAPI {
     static func idempotencyKey(_ request: HTTPRequest) throws -> String? {
         guard let key = request.headers["idempotency-key"] else { return nil }
         guard (1...255).contains(key.utf8.count), key.utf8.allSatisfy({ $0 >= 0x21 && $0 <= 0x7e }) else {
-            throw HTTPError(400, code: "bad_idempotency_key", message: "Idempotency-Key must be 1 to 255 visible ASCII characters")
+            throw HTTPError(400, code: .badIdempotencyKey, message: "Idempotency-Key must be 1 to 255 visible ASCII characters")
         }
         return key
     }
@@ -112,26 +113,15 @@ extension ManagementAPI {
 
     /// The same key and body again → the deployment made the first time (200); the same key
     /// with a different body → 409. nil: the key is new.
-    func replayIdempotent(key: String, digest: [UInt8]) async throws -> HTTPResponse? {
+    func replayIdempotent(key: String, digest: [UInt8]) async throws -> JSON? {
         guard let row = try await db.query("""
             SELECT \(unsafe: Self.deploymentColumns), d.request_digest FROM deployments d WHERE d.idempotency_key = \(key)
             """).first else { return nil }
         guard try row.decode(Bytea.self, column: "request_digest").bytes == digest else {
-            throw HTTPError(409, code: "idempotency_key_reused",
+            throw HTTPError(409, code: .idempotencyKeyReused,
                             message: "this Idempotency-Key was used with a different request body")
         }
-        return .json(200, try Self.deploymentJSON(row).serialized, headers: ["idempotent-replay": "true"])
-    }
-
-    /// Wakes the long polls, on this server, of devices the deployment targets.
-    static func wakeTargets(of deployment: String, db: PGPool, waiters: DeviceWaiters) async throws {
-        let waiting = waiters.waitingDevices
-        guard !waiting.isEmpty else { return }
-        let rows = try await db.query("""
-            SELECT device_id::text FROM deployment_targets
-            WHERE deployment_id = \(deployment)::uuid AND device_id = ANY(\(PGTextArray(waiting))::uuid[])
-            """)
-        for row in rows { waiters.wake(try row.decode(String.self)) }
+        return try Self.deploymentJSON(row)
     }
 
     /// Deployment creation holds this advisory lock shared while it records targets; deleting
@@ -151,7 +141,7 @@ extension ManagementAPI {
                   WHERE deployment_id = d.id GROUP BY state) c), '{}'),
         (SELECT max(finished_at) FROM executions WHERE deployment_id = d.id),
         EXISTS (SELECT 1 FROM executions WHERE deployment_id = d.id
-                AND state NOT IN ('succeeded', 'failed', 'rolled_back', 'rollback_failed', 'canceled')),
+                AND state NOT IN (\(ExecutionState.terminalSQLList))),
         (SELECT count(*) FROM deployment_targets t WHERE t.deployment_id = d.id),
         CASE WHEN d.canceled_at IS NULL AND EXISTS (SELECT 1 FROM deployments n WHERE \(newerSameApp))
              THEN (SELECT count(*) FROM deployment_targets t JOIN (

@@ -14,17 +14,18 @@
 import FlotillaCore
 import FlotillaStore
 import FlotillaTransport
+import FlotillaWire
 
 extension ManagementAPI {
     func registerDeviceAccessRoutes(on router: inout Router) {
-        for (verb, event) in [("accept", AdmissionEvent.accepted), ("reject", .rejected)] {
-            route(&router, "POST", "/api/v1/devices/{device}/\(verb)", role: .admin) { request, _ in
+        for (endpoint, event) in [(ManagementRoutes.acceptDevice, AdmissionEvent.accepted), (ManagementRoutes.rejectDevice, .rejected)] {
+            route(&router, endpoint, role: .admin) { request, _ in
                 let row = try await admit(request.pathParameters["device"]!, event)
                 return .json(200, try Self.deviceJSON(row).serialized)
             }
         }
 
-        route(&router, "POST", "/api/v1/devices/{device}/revoke-token", role: .admin) { request, _ in
+        route(&router, ManagementRoutes.revokeDeviceToken, role: .admin) { request, _ in
             let ident = request.pathParameters["device"]!
             let row = try await changeAccess(ident, """
                 UPDATE devices d SET token_revoked_at = coalesce(token_revoked_at, now()), previous_token_hash = NULL,
@@ -34,7 +35,7 @@ extension ManagementAPI {
             return .json(200, try Self.deviceJSON(row).serialized)
         }
 
-        route(&router, "POST", "/api/v1/devices/{device}/rotate-token", role: .admin) { request, _ in
+        route(&router, ManagementRoutes.rotateDeviceToken, role: .admin) { request, _ in
             let ident = request.pathParameters["device"]!
             let token = Secrets.newToken(prefix: "flt_d_")
             // A pre-authorized device has no token to rotate: it gets one by enrolling.
@@ -55,7 +56,7 @@ extension ManagementAPI {
                 if try conn.query("SELECT 1 FROM devices d WHERE \(Self.deviceMatch(ident))").isEmpty { return nil }
                 throw APIError.conflict(refusal)
             }
-            try conn.query("SELECT pg_notify(\(Self.changeChannel), 'device')")
+            try conn.query("SELECT pg_notify(\(APIContext.changeChannel), 'device')")
             return try conn.query("SELECT \(unsafe: Self.deviceColumns) FROM devices d WHERE d.id = \(changed.decode(String.self))")[0]
         }
         deviceTokens.invalidateAll()

@@ -15,6 +15,7 @@
 // Unknown devices (404) are never cached. The mechanism is NotifiedCache's; this file holds
 // what is particular to devices.
 
+import FlotillaWire
 import Synchronization
 
 /// The answer to `GET /api/v1/devices/{device}`, ready to send.
@@ -38,7 +39,7 @@ extension NotifiedCache where Key == String, Value == DeviceAnswer {
     }
 }
 
-extension ManagementAPI {
+extension APIContext {
     /// For tests: whether `GET /api/v1/devices/{key}` would be answered from the cache now.
     public func cachesDeviceForTesting(_ key: String) -> Bool { deviceCache.lookup(key) != nil }
     /// For tests: drop (true) or heed (false) the device notifications this replica hears.

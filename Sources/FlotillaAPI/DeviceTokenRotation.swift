@@ -11,11 +11,12 @@
 
 import FlotillaStore
 import FlotillaTransport
+import FlotillaWire
 
-extension ManagementAPI {
+extension DeviceAPI {
     func registerDeviceTokenRoutes(on router: inout Router) {
         // Audited (under the device's id), unlike the rest of the device API: a credential changed.
-        serve(&router, "POST", "/api/v1/agent/token", authenticate: { [self] (request: HTTPRequest) async throws -> DeviceCaller in
+        serve(&router, DeviceRoutes.rotateToken, authenticate: { [self] (request: HTTPRequest) async throws -> DeviceCaller in
             try await authenticateDevice(request)
         }, logName: { (device: DeviceCaller) in device.id }, limit: limits.device, audited: true) { [self] (request: HTTPRequest, device: DeviceCaller) async throws -> HTTPResponse in
             if !request.body.isEmpty { try BodyReader(request).finish() }  // nothing to say; `{}` is fine too
@@ -28,7 +29,7 @@ extension ManagementAPI {
                   AND token_revoked_at IS NULL
                 """).affectedRows
             guard rotated == 1 else {
-                throw HTTPError(409, code: "conflict", message: "the token changed meanwhile (an operator rotated or revoked it)")
+                throw HTTPError(409, code: .conflict, message: "the token changed meanwhile (an operator rotated or revoked it)")
             }
             return .json(200, JSON.object(["device_token": .string(token)]).serialized)
         }
@@ -42,7 +43,7 @@ extension ManagementAPI {
                 UPDATE devices SET previous_token_hash = NULL
                 WHERE id = \(device)::uuid AND token_hash = \(Bytea(hash)) AND previous_token_hash IS NOT NULL
                 """).affectedRows
-            if cleared == 1 { try conn.query("SELECT pg_notify(\(Self.changeChannel), 'device')") }
+            if cleared == 1 { try conn.query("SELECT pg_notify(\(APIContext.changeChannel), 'device')") }
         }
         deviceTokens.invalidateAll()
     }

@@ -1,8 +1,11 @@
 // Long polls waiting for work, per device. A poll registers *before* it looks in the
 // database, so a deployment created between its look and its wait still wakes it
-// (the ticket remembers the wake-up). In-process only for now: a deployment created on
-// another replica reaches this one's waiting polls at their next poll (see the README).
+// (the ticket remembers the wake-up). The waiters are this process's; a deployment made
+// on another replica wakes them through the NOTIFY `work:<id>` every replica hears
+// (APIContext's listener → ExecutionEngine.wakeTargets), and a change to an execution
+// made here (a deadline, a cancel) wakes its device's poll directly (Action.wakeAgent).
 
+import FlotillaWire
 import Synchronization
 
 final class DeviceWaiters: Sendable {

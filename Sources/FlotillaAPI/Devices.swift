@@ -8,6 +8,7 @@
 import FlotillaCore
 import FlotillaStore
 import FlotillaTransport
+import FlotillaWire
 
 extension ManagementAPI {
     /// Every device response has this shape (see openapi/management.yaml#Device).
@@ -46,7 +47,7 @@ extension ManagementAPI {
     }
 
     func registerDeviceRoutes(on router: inout Router) {
-        route(&router, "POST", "/api/v1/devices", role: .admin) { request, _ in
+        route(&router, ManagementRoutes.createDevice, role: .admin) { request, _ in
             var body = try BodyReader(request)
             let name = body.validName("name", required: true)
             let labels = body.labels("labels") ?? [:]
@@ -90,7 +91,7 @@ extension ManagementAPI {
             return .json(201, JSON.object(["device": try Self.deviceJSON(row), "device_token": preauthorized ? .null : .string(token)]).serialized)
         }
 
-        route(&router, "GET", "/api/v1/devices", role: .viewer) { request, _ in
+        route(&router, ManagementRoutes.listDevices, role: .viewer) { request, _ in
             var query = try QueryReader(request, allowed: ["group", "selector", "name_prefix", "last_seen_before",
                                                            "last_seen_after", "state", "status", "limit", "cursor"])
             var filters: [SQL] = []
@@ -144,7 +145,7 @@ extension ManagementAPI {
         }
 
         // Answered on the event loop when cached (see MemoryAnswers), else by a query.
-        route(&router, "GET", "/api/v1/devices/{device}", role: .viewer, fromMemory: { [deviceCache] request, _ in
+        route(&router, ManagementRoutes.device, role: .viewer, fromMemory: { [deviceCache] request, _ in
             deviceCache.lookup(request.pathParameters["device"]!).map(Self.deviceResponse)
         }) { request, _ in
             let ident = request.pathParameters["device"]!
@@ -159,7 +160,7 @@ extension ManagementAPI {
             return Self.deviceResponse(entry)
         }
 
-        route(&router, "PATCH", "/api/v1/devices/{device}", role: .admin) { request, _ in
+        route(&router, ManagementRoutes.updateDevice, role: .admin) { request, _ in
             let ident = request.pathParameters["device"]!
             var body = try BodyReader(request)
             let labelPatch = body.labelPatch("labels")
@@ -182,17 +183,17 @@ extension ManagementAPI {
             }
             guard let row = results[1].first else { throw APIError.notFound("no device '\(ident)'") }
             guard results[0].affectedRows == 1 else {
-                throw HTTPError(412, code: "version_mismatch",
+                throw HTTPError(412, code: .versionMismatch,
                                 message: "the device changed since version \(expected!); fetch it again and retry")
             }
             return .json(200, try Self.deviceJSON(row).serialized, headers: ["etag": "\"\(try row.decode(Int.self, column: "version"))\""])
         }
 
-        route(&router, "DELETE", "/api/v1/devices/{device}", role: .admin) { request, _ in
+        route(&router, ManagementRoutes.deleteDevice, role: .admin) { request, _ in
             let ident = request.pathParameters["device"]!
             let deleted = try await db.transaction { conn in
                 // Every replica forgets the device's token when this commits; this one at once, below.
-                try conn.query("SELECT pg_notify(\(Self.changeChannel), 'device')")
+                try conn.query("SELECT pg_notify(\(APIContext.changeChannel), 'device')")
                 // Its targets in deployments go with it (no foreign key there; see 0006). The lock
                 // waits out deployments being created, which may be recording this device.
                 try conn.query("SELECT pg_advisory_xact_lock(\(Self.targetsLockSpace), 0)")
@@ -206,7 +207,7 @@ extension ManagementAPI {
             return HTTPResponse(status: 204)
         }
 
-        route(&router, "GET", "/api/v1/devices/{device}/groups", role: .viewer) { request, _ in
+        route(&router, ManagementRoutes.deviceGroups, role: .viewer) { request, _ in
             let ident = request.pathParameters["device"]!
             let results = try await db.withConnection { conn in
                 try conn.pipeline([
@@ -230,7 +231,7 @@ func ifMatchVersion(_ request: HTTPRequest) throws -> Int? {
     guard let header = request.headers["if-match"] else { return nil }
     let text = header.hasPrefix("\"") && header.hasSuffix("\"") && header.count >= 2 ? String(header.dropFirst().dropLast()) : header
     guard let version = Int(text), version > 0 else {
-        throw HTTPError(400, code: "bad_if_match", message: "If-Match must be a version ETag such as \"3\"")
+        throw HTTPError(400, code: .badIfMatch, message: "If-Match must be a version ETag such as \"3\"")
     }
     return version
 }

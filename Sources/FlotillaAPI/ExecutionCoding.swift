@@ -4,6 +4,7 @@
 import FlotillaCore
 import FlotillaStore
 import FlotillaTransport
+import FlotillaWire
 #if canImport(Glibc)
 import Glibc
 #endif

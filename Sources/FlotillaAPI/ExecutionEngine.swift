@@ -23,6 +23,7 @@
 import FlotillaCore
 import FlotillaStore
 import FlotillaTransport
+import FlotillaWire
 import Synchronization
 
 final class ExecutionEngine: Sendable {
@@ -118,7 +119,7 @@ final class ExecutionEngine: Sendable {
             if actions.contains(.wakeAgent) { waiters.wake(loaded.deviceID) }
             return (loaded, decision)
         }
-        throw HTTPError(503, code: "contended", message: "the execution is changing too fast; retry", headers: ["retry-after": "1"])
+        throw HTTPError(503, code: .contended, message: "the execution is changing too fast; retry", headers: ["retry-after": "1"])
     }
 
     private static func secondInFlight(_ app: String) -> HTTPError {

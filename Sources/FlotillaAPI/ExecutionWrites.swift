@@ -17,6 +17,7 @@
 import FlotillaCore
 import FlotillaJSON
 import FlotillaStore
+import FlotillaWire
 import Synchronization
 
 struct ExecutionWrite: Sendable {

@@ -5,6 +5,7 @@
 import FlotillaCore
 import FlotillaStore
 import FlotillaTransport
+import FlotillaWire
 
 extension ManagementAPI {
     static let flowColumns = "f.name, f.version, f.app, f.definition, f.created_at"
@@ -56,21 +57,21 @@ extension ManagementAPI {
     }
 
     func registerFlowRoutes(on router: inout Router) {
-        route(&router, "POST", "/api/v1/flows", role: .deployer) { request, caller in
+        route(&router, ManagementRoutes.applyFlow, role: .deployer) { request, caller in
             let flow = try Self.parseFlow(try parseBody(request))
             if !caller.scope.allowsFlow(flow.name) {
-                throw HTTPError(403, code: "out_of_scope", message: "this token may apply only flows matching \(caller.scope.flows!.joined(separator: ", "))")
+                throw HTTPError(403, code: .outOfScope, message: "this token may apply only flows matching \(caller.scope.flows!.joined(separator: ", "))")
             }
             let (json, created) = try await db.withConnection { try Self.applyFlow($0, flow) }
             return .json(created ? 201 : 200, JSON.fields([("flow", json), ("created", .bool(created))]).serialized)
         }
 
-        route(&router, "POST", "/api/v1/flows/validate", role: .viewer) { request, _ in
+        route(&router, ManagementRoutes.validateFlow, role: .viewer) { request, _ in
             let flow = try Self.parseFlow(try parseBody(request))
             return .json(200, JSON.fields([("valid", .bool(true)), ("definition", flow.canonical)]).serialized)
         }
 
-        route(&router, "GET", "/api/v1/flows", role: .viewer) { request, _ in
+        route(&router, ManagementRoutes.listFlows, role: .viewer) { request, _ in
             var query = try QueryReader(request, allowed: ["limit", "cursor"])
             let limit = query.limit()
             let after = query.cursor()
@@ -82,7 +83,7 @@ extension ManagementAPI {
             return try page(try rows.map { try Self.flowJSON($0) }, limit: limit) { try rows[$0].decode(String.self, column: "name") }
         }
 
-        route(&router, "GET", "/api/v1/flows/{name}", role: .viewer) { request, _ in
+        route(&router, ManagementRoutes.flow, role: .viewer) { request, _ in
             let name = request.pathParameters["name"]!
             guard let row = try await db.query("""
                 SELECT \(unsafe: Self.flowColumns) FROM flows f WHERE f.name = \(name) ORDER BY f.version DESC LIMIT 1
@@ -90,7 +91,7 @@ extension ManagementAPI {
             return .json(200, try Self.flowJSON(row, withDocument: true).serialized)
         }
 
-        route(&router, "GET", "/api/v1/flows/{name}/versions/{version}", role: .viewer) { request, _ in
+        route(&router, ManagementRoutes.flowVersion, role: .viewer) { request, _ in
             let name = request.pathParameters["name"]!
             guard let version = Int(request.pathParameters["version"]!), Rules.flowVersions.contains(version) else {
                 throw APIError.invalid("version", "must be an integer from 1 to \(Rules.flowVersions.upperBound)")

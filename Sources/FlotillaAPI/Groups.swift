@@ -4,6 +4,7 @@
 
 import FlotillaStore
 import FlotillaTransport
+import FlotillaWire
 
 extension ManagementAPI {
     static let groupColumns = "g.id::text, g.name, g.created_at, (SELECT count(*) FROM group_members m WHERE m.group_id = g.id)"
@@ -18,7 +19,7 @@ extension ManagementAPI {
     }
 
     func registerGroupRoutes(on router: inout Router) {
-        route(&router, "POST", "/api/v1/groups", role: .admin) { request, _ in
+        route(&router, ManagementRoutes.createGroup, role: .admin) { request, _ in
             var body = try BodyReader(request)
             let name = body.validName("name", required: true)
             try body.finish()
@@ -33,7 +34,7 @@ extension ManagementAPI {
             return .json(201, try Self.groupJSON(row).serialized)
         }
 
-        route(&router, "GET", "/api/v1/groups", role: .viewer) { request, _ in
+        route(&router, ManagementRoutes.listGroups, role: .viewer) { request, _ in
             var query = try QueryReader(request, allowed: ["name_prefix", "limit", "cursor"])
             var filters: [SQL] = []
             if let prefix = query["name_prefix"] { filters.append("starts_with(g.name, \(prefix))") }
@@ -45,7 +46,7 @@ extension ManagementAPI {
             return try page(try rows.map(Self.groupJSON), limit: limit) { try rows[$0].decode(String.self, column: "name") }
         }
 
-        route(&router, "GET", "/api/v1/groups/{group}", role: .viewer) { request, _ in
+        route(&router, ManagementRoutes.group, role: .viewer) { request, _ in
             let ident = request.pathParameters["group"]!
             let row = try await db.query("SELECT \(unsafe: Self.groupColumns) FROM groups g WHERE \(Self.groupMatch(ident))").first
             guard let row else { throw APIError.notFound("no group '\(ident)'") }
@@ -53,7 +54,7 @@ extension ManagementAPI {
         }
 
         // Rename.
-        route(&router, "PATCH", "/api/v1/groups/{group}", role: .admin) { request, _ in
+        route(&router, ManagementRoutes.renameGroup, role: .admin) { request, _ in
             let ident = request.pathParameters["group"]!
             var body = try BodyReader(request)
             let name = body.validName("name", required: true)
@@ -70,14 +71,14 @@ extension ManagementAPI {
             return .json(200, try Self.groupJSON(group).serialized)
         }
 
-        route(&router, "DELETE", "/api/v1/groups/{group}", role: .admin) { request, _ in
+        route(&router, ManagementRoutes.deleteGroup, role: .admin) { request, _ in
             let ident = request.pathParameters["group"]!
             let deleted = try await db.query("DELETE FROM groups g WHERE \(Self.groupMatch(ident))").affectedRows
             guard deleted == 1 else { throw APIError.notFound("no group '\(ident)'") }
             return HTTPResponse(status: 204)
         }
 
-        route(&router, "GET", "/api/v1/groups/{group}/devices", role: .viewer) { request, _ in
+        route(&router, ManagementRoutes.groupDevices, role: .viewer) { request, _ in
             let ident = request.pathParameters["group"]!
             var query = try QueryReader(request, allowed: ["limit", "cursor"])
             let limit = query.limit()
@@ -99,7 +100,7 @@ extension ManagementAPI {
         }
 
         // Add devices (ids or names). Adding a member twice is not an error.
-        route(&router, "POST", "/api/v1/groups/{group}/devices", role: .admin) { request, _ in
+        route(&router, ManagementRoutes.addGroupDevices, role: .admin) { request, _ in
             let ident = request.pathParameters["group"]!
             var body = try BodyReader(request)
             let devices = body.stringArray("devices", required: true)
@@ -134,7 +135,7 @@ extension ManagementAPI {
             return .json(200, JSON.object(["added": .int(added)]).serialized)
         }
 
-        route(&router, "DELETE", "/api/v1/groups/{group}/devices/{device}", role: .admin) { request, _ in
+        route(&router, ManagementRoutes.removeGroupDevice, role: .admin) { request, _ in
             let group = request.pathParameters["group"]!, device = request.pathParameters["device"]!
             let removed = try await db.query("""
                 DELETE FROM group_members m USING groups g, devices d

@@ -9,36 +9,51 @@
 
 import FlotillaStore
 import FlotillaTransport
+import FlotillaWire
 
 struct Problem: Sendable {
     var field: String
     var message: String
 }
 
+/// The API's errors speak the contract's codes (FlotillaWire's ErrorCode): a code the
+/// contract does not list cannot be sent from here.
+extension HTTPError {
+    init(_ status: Int, code: ErrorCode, message: String, headers: HTTPHeaders = [:], details: String? = nil) {
+        self.init(status, code: code.rawValue, message: message, headers: headers, details: details)
+    }
+}
+
+extension HTTPResponse {
+    static func error(_ status: Int, code: ErrorCode, message: String, headers: HTTPHeaders = [:], details: String? = nil) -> HTTPResponse {
+        error(status, code: code.rawValue, message: message, headers: headers, details: details)
+    }
+}
+
 enum APIError {
     static func invalid(_ problems: [Problem]) -> HTTPError {
         let details = JSON.array(problems.map { .object(["field": .string($0.field), "message": .string($0.message)]) })
         let summary = problems.count == 1 ? "\(problems[0].field): \(problems[0].message)" : "\(problems.count) fields are invalid"
-        return HTTPError(422, code: "invalid", message: summary, details: details.serialized)
+        return HTTPError(422, code: .invalid, message: summary, details: details.serialized)
     }
 
     static func invalid(_ field: String, _ message: String) -> HTTPError { invalid([Problem(field: field, message: message)]) }
 
-    static func notFound(_ what: String) -> HTTPError { HTTPError(404, code: "not_found", message: what) }
+    static func notFound(_ what: String) -> HTTPError { HTTPError(404, code: .notFound, message: what) }
 
-    static func conflict(_ message: String) -> HTTPError { HTTPError(409, code: "conflict", message: message) }
+    static func conflict(_ message: String) -> HTTPError { HTTPError(409, code: .conflict, message: message) }
 }
 
 /// The body as any JSON value (400 with line and column when malformed).
 func parseBody(_ request: HTTPRequest) throws -> JSON {
-    guard !request.body.isEmpty else { throw HTTPError(400, code: "missing_body", message: "this request needs a JSON body") }
+    guard !request.body.isEmpty else { throw HTTPError(400, code: .missingBody, message: "this request needs a JSON body") }
     do {
         return try JSON.parse(request.body)
     } catch let error as JSON.ParseError where error.refusesNUL {
-        throw HTTPError(400, code: "nul_character", message: "\(error.description): no field may contain U+0000",
+        throw HTTPError(400, code: .nulCharacter, message: "\(error.description): no field may contain U+0000",
                         details: JSON.object(["line": .int(error.line), "column": .int(error.column)]).serialized)
     } catch let error as JSON.ParseError {
-        throw HTTPError(400, code: "malformed_json", message: "malformed JSON: \(error.description)",
+        throw HTTPError(400, code: .malformedJson, message: "malformed JSON: \(error.description)",
                         details: JSON.object(["line": .int(error.line), "column": .int(error.column)]).serialized)
     }
 }
@@ -124,7 +139,7 @@ struct BodyReader {
     func finish() throws {
         let unknown = members.keys.filter { !used.contains($0) }.sorted()
         if !unknown.isEmpty {
-            throw HTTPError(400, code: "unknown_field",
+            throw HTTPError(400, code: .unknownField,
                             message: "unknown field\(unknown.count > 1 ? "s" : "") \(unknown.map { "'\($0)'" }.joined(separator: ", ")); known: \(used.sorted().joined(separator: ", "))",
                             details: JSON.array(unknown.map { .string($0) }).serialized)
         }
@@ -141,7 +156,7 @@ struct QueryReader {
         parameters = request.queryParameters
         let unknown = parameters.keys.filter { !allowed.contains($0) }.sorted()
         if !unknown.isEmpty {
-            throw HTTPError(400, code: "unknown_parameter",
+            throw HTTPError(400, code: .unknownParameter,
                             message: "unknown query parameter\(unknown.count > 1 ? "s" : "") \(unknown.joined(separator: ", ")); known: \(allowed.sorted().joined(separator: ", "))")
         }
     }

@@ -14,6 +14,7 @@
 import FlotillaCore
 import FlotillaStore
 import FlotillaTransport
+import FlotillaWire
 
 public struct ManifestSigner: Sendable {
     public let key: Ed25519.PrivateKey

@@ -10,6 +10,7 @@
 
 import FlotillaStore
 import FlotillaTransport
+import FlotillaWire
 
 extension ManagementAPI {
     /// The caller of `request` if its token is in the cache and has not expired; nil otherwise
@@ -26,7 +27,7 @@ extension ManagementAPI {
     }
 
     /// `answer`'s response for `request` if the token and the answer are both in memory.
-    func answerFromMemory(_ request: HTTPRequest, role: Role,
+    func answerFromMemory(_ request: HTTPRequest, _ endpoint: Endpoint, role: Role,
                           _ answer: (HTTPRequest, Caller) -> HTTPResponse?) -> HTTPResponse? {
         let started = monotonicNanos()
         // An address refused too often is answered 429 by the async path, whatever it sends.
@@ -34,11 +35,12 @@ extension ManagementAPI {
               let caller = cachedCaller(request), caller.role.allows(role),
               var response = answer(request, caller) else { return nil }
         if case .limited(let wait) = limiter.request(caller.tokenID, limits.token, at: RateLimiter.now()) {
-            response = Self.rateLimited(wait).response
+            response = APIContext.rateLimited(wait).response
         }
-        let requestID = Self.requestID(from: request)
+        let requestID = APIContext.requestID(from: request)
         response.headers.set("x-request-id", requestID)
-        logRequestLater(request, status: response.status, requestID: requestID, elapsed: monotonicNanos() - started, caller: caller.tokenID)
+        context.observe(RequestRecord(requestID: requestID, method: request.method, path: request.path, route: endpoint.pattern,
+                                           caller: caller.tokenID, status: response.status, nanos: monotonicNanos() - started))
         return response
     }
 }

@@ -15,6 +15,7 @@
 
 import FlotillaStore
 import FlotillaTransport
+import FlotillaWire
 import Synchronization
 
 final class NotifiedCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
@@ -109,7 +110,7 @@ final class NotifiedCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
 
 typealias TokenCache<Value: Sendable> = NotifiedCache<[UInt8], Value>
 
-extension ManagementAPI {
+extension APIContext {
     /// For tests: whether the token cache is on (its listener is connected).
     public var cacheIsEnabledForTesting: Bool { tokens.currentGeneration() != nil }
     /// For tests: whether this secret is in the cache now.

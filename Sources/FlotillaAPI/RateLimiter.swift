@@ -9,6 +9,7 @@
 
 import FlotillaCore
 import FlotillaTransport
+import FlotillaWire
 import Synchronization
 
 public struct RateLimits: Sendable {

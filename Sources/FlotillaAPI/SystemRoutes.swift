@@ -1,19 +1,22 @@
-// Routes that say whether the server is alive and what it is. More audiences (the
-// device API, the management API) will register their routes next to these.
+// The router for everything the server serves: the probes and /version here, then each
+// audience of the API over one shared context (APIContext): DeviceAPI, ManagementAPI
+// (and the hawkBit DDI routes, when they come, as a third).
 
 @_exported import FlotillaJSON  // JSON is part of the API's vocabulary (handlers and tests use it)
 import FlotillaCore
 import FlotillaTransport
+import FlotillaWire
 
 public enum FlotillaAPI {
-    /// The router for everything the server serves: the probes, plus the management API
+    /// The router for everything the server serves: the probes, plus the API's audiences
     /// when a database is attached.
-    public static func makeRouter(management: ManagementAPI? = nil) -> Router {
+    public static func makeRouter(context: APIContext? = nil) -> Router {
         var router = Router()
         registerSystemRoutes(on: &router)
-        management?.register(on: &router)
-        if let management {
-            router.unmatched = { request, response in management.logUnmatched(request, response) }
+        if let context {
+            DeviceAPI(context: context).register(on: &router)
+            ManagementAPI(context: context).register(on: &router)
+            router.unmatched = { request, response in context.observeUnmatched(request, response) }
         }
         return router
     }
@@ -24,7 +27,7 @@ public enum FlotillaAPI {
         let health = HTTPResponse.json(200, #"{"status":"ok"}"#)
         router.immediate("GET", "/healthz") { _ in health }
 
-        // An ordinary async route, like every API route to come.
+        // An ordinary async route: a fixed answer, off the event loop like the API's routes.
         let version = HTTPResponse.json(200, #"{"name":"flotilla","version":"\#(FlotillaVersion.current)","api":"\#(FlotillaVersion.apiVersion)"}"#)
         router.get("/version") { _ in version }
     }

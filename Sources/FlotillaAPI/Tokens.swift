@@ -14,6 +14,7 @@
 import FlotillaCore
 import FlotillaStore
 import FlotillaTransport
+import FlotillaWire
 
 public enum Role: String, Sendable, CaseIterable {
     case viewer, deployer, admin
@@ -35,7 +36,7 @@ struct Caller: Sendable {
     /// 403 unless deploying `flow` to this target is within the token's scope.
     func checkScope(flow: String, groups: [String] = [], devices: [String] = [], selector: Bool = false) throws {
         if let reason = scope.refusal(flow: flow, groups: groups, devices: devices, selector: selector) {
-            throw HTTPError(403, code: "out_of_scope", message: reason)
+            throw HTTPError(403, code: .outOfScope, message: reason)
         }
     }
 }
@@ -56,10 +57,10 @@ extension ManagementAPI {
             """).first.map { try $0.decode(String.self, String.self, Bytea.self, JSONText?.self, JSONText?.self, Timestamp?.self) }
         guard let (id, roleName, stored, flows, groups, expires) = found, Secrets.constantTimeEquals(stored.bytes, hash),
               let role = Role(rawValue: roleName) else {
-            throw Self.invalidToken("invalid_token", "the API token is unknown or revoked")
+            throw Self.invalidToken(.invalidToken, "the API token is unknown or revoked")
         }
         if let expires, expires <= now {
-            throw Self.invalidToken("token_expired", "the API token expired at \(expires.rfc3339)")
+            throw Self.invalidToken(.tokenExpired, "the API token expired at \(expires.rfc3339)")
         }
         let caller = Caller(tokenID: id, role: role, scope: TokenScope(flows: Self.strings(flows), groups: Self.strings(groups)), expiresAt: expires)
         tokens.store(hash, caller, generation: generation)
@@ -67,7 +68,7 @@ extension ManagementAPI {
     }
 
     func registerTokenRoutes(on router: inout Router) {
-        route(&router, "POST", "/api/v1/tokens", role: .admin) { request, _ in
+        route(&router, ManagementRoutes.createToken, role: .admin) { request, _ in
             var body = try BodyReader(request)
             let name = body.string("name", required: true)
             if let name, !(1...100).contains(name.count) { body.problem("name", "must be 1 to 100 characters") }
@@ -95,14 +96,14 @@ extension ManagementAPI {
             return .json(201, JSON.object(["token": try Self.tokenJSON(row), "secret": .string(secret)]).serialized)
         }
 
-        route(&router, "GET", "/api/v1/tokens", role: .admin) { request, _ in
+        route(&router, ManagementRoutes.listTokens, role: .admin) { request, _ in
             try QueryReader(request, allowed: []).finish()
             let rows = try await db.query("SELECT \(unsafe: Self.tokenColumns) FROM api_tokens ORDER BY created_at, id")
             return .json(200, JSON.object(["items": .array(try rows.map(Self.tokenJSON))]).serialized)
         }
 
         // Revoking is an event, not a state write; repeating it changes nothing.
-        route(&router, "POST", "/api/v1/tokens/{id}/revoke", role: .admin) { request, _ in
+        route(&router, ManagementRoutes.revokeToken, role: .admin) { request, _ in
             let id = request.pathParameters["id"]!
             guard isUUID(id) else { throw APIError.notFound("no token with id \(id)") }
             let row = try await db.transaction { conn -> PGRow? in
@@ -123,7 +124,7 @@ extension ManagementAPI {
                     }
                 }
                 // Every replica flushes its token cache when this commits.
-                try conn.query("SELECT pg_notify(\(Self.changeChannel), \(id))")
+                try conn.query("SELECT pg_notify(\(APIContext.changeChannel), \(id))")
                 return try conn.query("""
                     UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = \(id)::uuid
                     RETURNING \(unsafe: Self.tokenColumns)
@@ -173,7 +174,7 @@ extension ManagementAPI {
     }
 }
 
-extension ManagementAPI {
+extension APIAudience {
     /// The SHA-256 of the secret in `Authorization: Bearer <secret>` (which must start with
     /// `prefix`): what every kind of token is looked up by. 401 when the header is missing
     /// or malformed, naming `what` the route wants.
@@ -186,14 +187,14 @@ extension ManagementAPI {
         guard scheme.count == 7, scheme.last == UInt8(ascii: " "),
               zip(scheme.dropLast(), "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 }),
               !secret.isEmpty, secret.count <= 256, secret.starts(with: prefix.utf8) else {
-            throw HTTPError(401, code: "unauthorized", message: "send \(what): Authorization: Bearer \(example)",
+            throw HTTPError(401, code: .unauthorized, message: "send \(what): Authorization: Bearer \(example)",
                             headers: ["www-authenticate": "Bearer"])
         }
         return Secrets.sha256(secret)
     }
 
     /// A 401 for a token that was presented but is not (or no longer) good.
-    static func invalidToken(_ code: String, _ message: String) -> HTTPError {
+    static func invalidToken(_ code: ErrorCode, _ message: String) -> HTTPError {
         HTTPError(401, code: code, message: message, headers: ["www-authenticate": #"Bearer error="invalid_token""#])
     }
 }

@@ -3,6 +3,7 @@
 
 import FlotillaJSON
 import FlotillaTransport
+import FlotillaWire
 import Foundation
 
 extension AgentDaemon {
@@ -21,7 +22,7 @@ extension AgentDaemon {
 
     func heartbeat() async {
         let body = JSON.fields([("installed", .object(files.installed().mapValues(JSON.string)))])
-        _ = try? await connection().send(ClientRequest(method: "POST", path: "/api/v1/agent/heartbeat", headers: auth,
+        _ = try? await connection().send(ClientRequest(method: DeviceRoutes.heartbeat.method, path: DeviceRoutes.heartbeat.path(), headers: auth,
                                                        body: .bytes(Array(body.serialized.utf8))), timeout: .seconds(10))
     }
 

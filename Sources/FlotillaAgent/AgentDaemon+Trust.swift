@@ -3,6 +3,7 @@
 
 import FlotillaJSON
 import FlotillaTransport
+import FlotillaWire
 import Foundation
 
 extension AgentDaemon {
@@ -14,10 +15,10 @@ extension AgentDaemon {
             do {
                 let (loaded, how) = try await ManifestTrust.load(root: files.root, configured: config.signingKey) {
                     if offline { throw CancellationError() }
-                    let response = try await connection().send(ClientRequest(path: "/api/v1/agent/signing-key"), timeout: .seconds(30))
+                    let response = try await connection().send(ClientRequest(path: DeviceRoutes.signingKey.path()), timeout: .seconds(30))
                     guard response.status == 200, let text = try JSON.parse(response.body).objectValue?["public_key"]?.stringValue,
                           let key = Base64URL.decode(text), key.count == 32 else {
-                        throw AgentError.io("GET /api/v1/agent/signing-key answered \(response.status)")
+                        throw AgentError.io("\(DeviceRoutes.signingKey) answered \(response.status)")
                     }
                     return key
                 }
@@ -41,7 +42,7 @@ extension AgentDaemon {
     func refreshTrust() async {
         guard trust != nil, Date().timeIntervalSince(trustRefreshedAt) > 6 * 3600 else { return }
         do {
-            let response = try await connection().send(ClientRequest(path: "/api/v1/agent/signing-key"), timeout: .seconds(30))
+            let response = try await connection().send(ClientRequest(path: DeviceRoutes.signingKey.path()), timeout: .seconds(30))
             guard response.status == 200 else { return }
             trustRefreshedAt = Date()
             if let message = try trust!.learn(try JSON.parse(response.body)) { log(message) }

@@ -64,7 +64,7 @@ final class AgentDaemon: @unchecked Sendable {
             await refreshTrust()
             do {
                 let response = try await connection().send(
-                    ClientRequest(path: "/api/v1/agent/next?wait=\(config.pollWait)", headers: auth),
+                    ClientRequest(path: DeviceRoutes.next.path(query: [("wait", String(config.pollWait))]), headers: auth),
                     timeout: .seconds(config.pollWait + 15))
                 switch response.status {
                 case 200:
@@ -106,15 +106,37 @@ final class AgentDaemon: @unchecked Sendable {
             if signed.byNext { log("the server signs with its next manifest key now; pinned it") }
             execution = signed.execution  // the signed copy; the unsigned one beside it is ignored
         }
-        guard let fields = execution.objectValue, let job = AgentJob(manifest: fields) else {
-            log("ignoring a manifest without id, app, version or steps")
+        let decoded: Manifest
+        do {
+            decoded = try Manifest(json: execution)
+        } catch let refusal {
+            log("refusing the manifest: \(refusal)")
+            if let unsupported = Self.unsupported(execution, refusal) {
+                await perform(machine.unsupportedManifestReceived(executionID: unsupported.id, serverState: unsupported.state,
+                                                                  serverSeq: unsupported.seq, serverStep: unsupported.step,
+                                                                  reason: refusal.description))
+                // Refused once and reported (the outbox keeps the report until it is heard): the
+                // same execution handed out again is a replay, never a second refusal.
+                try? trust?.markFinished(unsupported.id)
+            } else {
+                await pause()
+            }
             return
         }
+        let job = AgentJob(decoded)
         try AgentFiles.writeAtomically(execution, to: files.manifestPath)
         manifest = execution
         log("execution \(job.executionID): \(job.app) \(job.version), \(job.steps.count) steps")
-        await perform(machine.manifestReceived(job, serverState: fields["state"]?.stringValue ?? "queued",
-                                               serverSeq: fields["seq"]?.intValue ?? 0, serverStep: fields["step"]?.intValue ?? 0))
+        await perform(machine.manifestReceived(job, serverState: decoded.state, serverSeq: decoded.seq, serverStep: decoded.step))
+    }
+
+    /// Where the server stands on a manifest refused for a step kind we do not know, so the
+    /// refusal can be reported; nil when the manifest is too broken even for that.
+    static func unsupported(_ execution: JSON, _ refusal: Manifest.Refusal) -> (id: String, state: ExecutionState, seq: Int, step: Int)? {
+        // Read as Manifest reads them: the same defaults for what may be absent.
+        guard case .unknownStepKind = refusal, let fields = execution.objectValue, let id = fields["id"]?.stringValue,
+              let state = ExecutionState(rawValue: fields["state"]?.stringValue ?? ExecutionState.queued.rawValue) else { return nil }
+        return (id, state, fields["seq"]?.intValue ?? 0, fields["step"]?.intValue ?? 0)
     }
 
     // MARK: - The executor
@@ -259,7 +281,7 @@ final class AgentDaemon: @unchecked Sendable {
         for entry in files.pendingReports() {
             do {
                 let response = try await connection().send(ClientRequest(
-                    method: "POST", path: "/api/v1/agent/executions/\(entry.execution)/reports", headers: auth,
+                    method: DeviceRoutes.report.method, path: DeviceRoutes.report.path(entry.execution), headers: auth,
                     body: .bytes(Array(entry.body.serialized.utf8))), timeout: .seconds(30))
                 if response.status == 401 || response.status >= 500 {
                     log("report answered \(response.status); keeping it for later")
@@ -268,11 +290,9 @@ final class AgentDaemon: @unchecked Sendable {
                 // 200 (accepted, duplicate, stale), 409 (the server moved on) and 404/422 are all
                 // final answers: the report has been heard and must not be sent again.
                 try? AgentFiles.remove(entry.path)
-                let answer = (try? JSON.parse(response.body))?.objectValue ?? [:]
-                let details = answer["error"]?.objectValue?["details"]?.objectValue ?? answer
+                let answer = ReportAnswer(body: response.body)
                 if response.status != 200 { log("report \(entry.body.serialized) answered \(response.status)") }
-                if entry.execution == machine.job?.executionID,
-                   let directive = details["directive"]?.stringValue.flatMap(Directive.init(rawValue:)), directive != .proceed {
+                if entry.execution == machine.job?.executionID, let directive = answer?.directive, directive != .proceed {
                     log("the server says \(directive.rawValue) for execution \(entry.execution)")
                     let decision = machine.directiveReceived(directive)
                     if case .accepted(let actions) = decision, !actions.isEmpty { steered = decision }

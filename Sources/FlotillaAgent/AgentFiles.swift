@@ -102,7 +102,7 @@ struct AgentFiles: Sendable {
 
     /// Queues a report; delivered in seq order by `pendingReports`.
     func enqueue(_ report: OutgoingReport) throws {
-        let entry = JSON.fields([("execution", .string(report.execution)), ("body", report.body)])
+        let entry = JSON.fields([("execution", .string(report.execution)), ("body", report.body.json)])
         // Sequence numbers only grow within an execution; a global counter orders across them.
         // Zero-padded to a fixed width so that name order is number order. (Not
         // String(format: "%d"): that takes a 32-bit int and mangled 64-bit numbers.)

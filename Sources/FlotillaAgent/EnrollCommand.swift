@@ -9,6 +9,7 @@
 import ArgumentParser
 import FlotillaJSON
 import FlotillaTransport
+import FlotillaWire
 import Foundation
 
 struct Enroll: AsyncParsableCommand {
@@ -49,7 +50,7 @@ struct Enroll: AsyncParsableCommand {
         let client = try await HTTP2Client.connect(to: config.server, tls: config.tls,
                                                    timeout: .seconds(10))
         let response = try await client.send(ClientRequest(
-            method: "POST", path: "/api/v1/agent/enroll",
+            method: DeviceRoutes.enroll.method, path: DeviceRoutes.enroll.path(),
             headers: ["authorization": "Bearer \(secret)", "content-type": "application/json"], body: .bytes(Array(body.utf8))),
             timeout: .seconds(30))
         await client.close()

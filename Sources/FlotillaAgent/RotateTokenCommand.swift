@@ -7,6 +7,7 @@
 import ArgumentParser
 import FlotillaJSON
 import FlotillaTransport
+import FlotillaWire
 import Foundation
 
 struct RotateToken: AsyncParsableCommand {
@@ -30,7 +31,7 @@ struct RotateToken: AsyncParsableCommand {
         }
         let client = try await HTTP2Client.connect(to: config.server, tls: config.tls, timeout: .seconds(10))
         let response = try await client.send(ClientRequest(
-            method: "POST", path: "/api/v1/agent/token", headers: ["authorization": "Bearer \(config.token)"]), timeout: .seconds(30))
+            method: DeviceRoutes.rotateToken.method, path: DeviceRoutes.rotateToken.path(), headers: ["authorization": "Bearer \(config.token)"]), timeout: .seconds(30))
         await client.close()
         let answer = (try? JSON.parse(response.body))?.objectValue ?? [:]
         guard response.status == 200, let token = answer["device_token"]?.stringValue else {

@@ -9,6 +9,7 @@
 import ArgumentParser
 import FlotillaJSON
 import FlotillaTransport
+import FlotillaWire
 import Foundation
 import Synchronization
 
@@ -82,10 +83,10 @@ struct Simulate: AsyncParsableCommand {
         log("registered \(registered.count) devices (\(namePrefix)*) in \(String(format: "%.1f", Date().timeIntervalSince(started))) s over \(count) connections")
 
         // Virtual devices check manifest signatures as agents do, against the server's key.
-        let keyAnswer = try await clients[0].send(ClientRequest(path: "/api/v1/agent/signing-key"))
+        let keyAnswer = try await clients[0].send(ClientRequest(path: DeviceRoutes.signingKey.path()))
         guard keyAnswer.status == 200, let keyText = (try? JSON.parse(keyAnswer.body))?.objectValue?["public_key"]?.stringValue,
               let signingKey = Base64URL.decode(keyText), signingKey.count == 32 else {
-            throw ValidationError("GET /api/v1/agent/signing-key answered \(keyAnswer.status)")
+            throw ValidationError("\(DeviceRoutes.signingKey) answered \(keyAnswer.status)")
         }
         let stats = SimulatorStats()
         let behaviour = VirtualDevice.Behaviour(stepTime: stepTime, failures: try FailureRates(failures), pollWait: pollWait,
@@ -164,7 +165,7 @@ struct Registrar {
         let auth: HTTPHeaders = ["authorization": "Bearer \(token)", "content-type": "application/json"]
         if let group {
             let body = JSON.object(["name": .string(group)]).serialized
-            let created = try await client.send(ClientRequest(method: "POST", path: "/api/v1/groups", headers: auth, body: .bytes(Array(body.utf8))))
+            let created = try await client.send(ClientRequest(method: ManagementRoutes.createGroup.method, path: ManagementRoutes.createGroup.path(), headers: auth, body: .bytes(Array(body.utf8))))
             guard [201, 409].contains(created.status) else { throw ValidationError("creating group \(group): \(created.status) \(created.bodyText)") }
         }
         var identities: [VirtualDevice.Identity] = []
@@ -176,7 +177,7 @@ struct Registrar {
                         var device: [String: JSON] = ["name": .string(name), "labels": .object(["simulated": .string("true")])]
                         if let group { device["groups"] = .array([.string(group)]) }
                         let body = JSON.object(device).serialized
-                        let response = try await sendRetrying(ClientRequest(method: "POST", path: "/api/v1/devices", headers: auth,
+                        let response = try await sendRetrying(ClientRequest(method: ManagementRoutes.createDevice.method, path: ManagementRoutes.createDevice.path(), headers: auth,
                                                                             body: .bytes(Array(body.utf8))))
                         guard response.status == 201, let parsed = try? JSON.parse(response.body),
                               let secret = parsed.objectValue?["device_token"]?.stringValue else {

@@ -41,7 +41,7 @@ struct VirtualDevice: Sendable {
         while !stats.stopped {
             do {
                 let response = try await identity.client.send(
-                    ClientRequest(path: "/api/v1/agent/next?wait=\(behaviour.pollWait)", headers: auth),
+                    ClientRequest(path: DeviceRoutes.next.path(query: [("wait", String(behaviour.pollWait))]), headers: auth),
                     timeout: .seconds(behaviour.pollWait + 15))
                 backoff = 0.5
                 switch response.status {
@@ -75,22 +75,26 @@ struct VirtualDevice: Sendable {
     /// as the real agent does, with simulated activities: each takes `stepTime` and fails
     /// with its kind's rate. Only the journal, the outbox and the scripts are left out.
     private func perform(_ execution: JSON) async throws {
-        let fields = execution.objectValue ?? [:]
-        guard let job = AgentJob(manifest: fields) else { return }
         var machine = AgentMachine()
-        var decision = machine.manifestReceived(job, serverState: fields["state"]?.stringValue ?? "queued",
-                                                serverSeq: fields["seq"]?.intValue ?? 0, serverStep: fields["step"]?.intValue ?? 0)
+        var decision: AgentDecision
+        do {
+            let manifest = try Manifest(json: execution)
+            decision = machine.manifestReceived(AgentJob(manifest), serverState: manifest.state, serverSeq: manifest.seq, serverStep: manifest.step)
+        } catch let refusal {
+            guard let unsupported = AgentDaemon.unsupported(execution, refusal) else { return }
+            decision = machine.unsupportedManifestReceived(executionID: unsupported.id, serverState: unsupported.state,
+                                                           serverSeq: unsupported.seq, serverStep: unsupported.step, reason: refusal.description)
+        }
         var serverState = "unknown"
         while case .accepted(var actions) = decision {
             var next: AgentDecision?
             while next == nil, !actions.isEmpty {
                 switch actions.removeFirst() {
                 case .report(let report):
-                    let answer = try await send(report)
-                    serverState = answer["state"]?.stringValue ?? serverState
+                    guard let answer = try await send(report) else { break }
+                    serverState = answer.state.rawValue
                     // The server may have moved on (a deadline, a cancel): its directive steers.
-                    if let directive = answer["directive"]?.stringValue.flatMap(Directive.init(rawValue:)), directive != .proceed,
-                       case .accepted(let steered) = machine.directiveReceived(directive), !steered.isEmpty {
+                    if answer.directive != .proceed, case .accepted(let steered) = machine.directiveReceived(answer.directive), !steered.isEmpty {
                         next = .accepted(steered)
                     }
                 case .download:
@@ -127,20 +131,21 @@ struct VirtualDevice: Sendable {
     private func pause() async throws { if behaviour.stepTime > 0 { try await Task.sleep(for: .seconds(behaviour.stepTime)) } }
 
     /// Sends one report, again with the same seq after a network error (the server answers a
-    /// repeat as `duplicate`). Returns the answer, or a 409's details (the server's state).
-    private func send(_ report: OutgoingReport) async throws -> [String: JSON] {
-        let request = ClientRequest(method: "POST", path: "/api/v1/agent/executions/\(report.execution)/reports", headers: auth,
-                                    body: .bytes(Array(report.body.serialized.utf8)))
+    /// repeat as `duplicate`). Returns the answer, or a 409's details (the server's state);
+    /// nil for an answer that is neither.
+    private func send(_ report: OutgoingReport) async throws -> ReportAnswer? {
+        let request = ClientRequest(method: DeviceRoutes.report.method, path: DeviceRoutes.report.path(report.execution), headers: auth,
+                                    body: .bytes(Array(report.body.json.serialized.utf8)))
         while true {
             do {
                 let response = try await identity.client.send(request)
-                let answer = (try? JSON.parse(response.body))?.objectValue ?? [:]
+                let answer = ReportAnswer(body: response.body)
                 if response.status == 200 {
-                    if answer["result"]?.stringValue == "accepted" { stats.accepted() }
+                    if answer?.result == .accepted { stats.accepted() }
                     return answer
                 }
                 stats.count(\.rejected)  // 409: the server moved on (deadline, cancel); its state wins
-                return answer["error"]?.objectValue?["details"]?.objectValue ?? [:]
+                return answer
             } catch {
                 if stats.stopped { throw error }
                 stats.count(\.errors)

@@ -135,7 +135,7 @@ struct Serve: AsyncParsableCommand {
         }
         let pool = PGPool(PGPool.Configuration(connection: opened.options, size: database.dbPoolSize))
         let server: HTTPServer
-        let management: ManagementAPI
+        let context: APIContext
         do {
             let directory = artifactDir ?? environment("FLOTILLA_ARTIFACT_DIR") ?? database.resolvedDataDir + "/artifacts"
             let keyPath = signingKey ?? environment("FLOTILLA_SIGNING_KEY") ?? database.resolvedDataDir + "/signing-key"
@@ -144,7 +144,7 @@ struct Serve: AsyncParsableCommand {
             let next = try loadSigningKey(nextPath)
             if signingKeyNext != nil && next == nil { throw ValidationError("--signing-key-next \(nextPath): no such file") }
             if let next { say("announcing the next manifest key \(Ed25519.keyID(next.publicKey)) (\(nextPath))") }
-            management = try ManagementAPI(db: pool, logger: Logger(label: "flotilla.http"),
+            context = try APIContext(db: pool, logger: Logger(label: "flotilla.http"),
                                            artifacts: try ArtifactStore(directory: directory, maxBytes: maxArtifactSize),
                                            listen: opened.options, signer: ManifestSigner(key: key, next: next), limits: try abuse.rateLimits(),
                                            deviceCertificates: tlsClientCa != nil)
@@ -158,18 +158,18 @@ struct Serve: AsyncParsableCommand {
             try applyFlowFiles(opened.options)
             server = try HTTPServer(
                 configuration: .init(host: address.host, port: address.port, tls: tls, limits: limits, loopCount: loops),
-                router: FlotillaAPI.makeRouter(management: management))
+                router: FlotillaAPI.makeRouter(context: context))
             let bound = try server.start()
             say("listening on \(server.scheme)://\(bound)")
         } catch {
             // A clear one-line reason (port in use, unreadable key…), not a stack trace.
-            management.stop()
+            context.stop()
             pool.close()
             opened.cluster?.stop()
             throw ValidationError("cannot start: \(error)")
         }
 
-        let sweeper = startSweeper(management)
+        let sweeper = startSweeper(context)
         var signal = await signals.next()
         while signal == SIGHUP {
             // Certificate renewal (certbot, cert-manager): new connections get the new files.
@@ -184,7 +184,7 @@ struct Serve: AsyncParsableCommand {
         say("received \(signal == SIGTERM ? "SIGTERM" : "SIGINT"), finishing in-flight requests")
         sweeper.cancel()
         await server.shutdown(gracePeriod: .milliseconds(Int(shutdownGrace * 1000)))
-        management.stop()
+        context.stop()
         pool.close()
         if let cluster = opened.cluster {
             cluster.stop()

@@ -25,7 +25,7 @@ extension Serve {
     }
 
     /// Acts on overdue executions every --sweep-interval seconds until canceled.
-    func startSweeper(_ management: ManagementAPI) -> Task<Void, Never> {
+    func startSweeper(_ context: APIContext) -> Task<Void, Never> {
         let interval = Duration.milliseconds(Int(sweepInterval * 1000))
         let logger = Logger(label: "flotilla.sweeper")
         return Task {
@@ -33,14 +33,14 @@ extension Serve {
             while !Task.isCancelled {
                 do {
                     // A full batch means more are overdue: sweep again at once.
-                    while try await management.sweepDeadlines() == 500 {}
+                    while try await context.sweepDeadlines() == 500 {}
                 } catch {
                     logger.warning("deadline sweep failed", metadata: ["error": .string(String(describing: error))])
                 }
                 // At start, then hourly: artifact files that a failed upload left behind.
                 if ContinuousClock.now >= nextCollection {
                     nextCollection = ContinuousClock.now + .seconds(3600)
-                    do { try await management.collectOrphanArtifacts() } catch {
+                    do { try await context.collectOrphanArtifacts() } catch {
                         logger.warning("artifact collection failed", metadata: ["error": .string(String(describing: error))])
                     }
                 }

@@ -1,9 +1,7 @@
-// A child process started with posix_spawn and reaped with waitpid: the embedded
+// A child process started by FlotillaSystem's spawn and reaped with waitpid: the embedded
 // PostgreSQL's initdb/pg_ctl, and the tests' flotilla-server processes.
-//
-// Not Foundation's Process: on this toolchain its exit monitoring missed the exit of
-// `pg_ctl start` (whose daemon outlives it) and waitUntilExit() hung forever.
 
+import FlotillaSystem
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -20,31 +18,16 @@ public final class ChildProcess: @unchecked Sendable {
     /// extension Swift does not import).
     public init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
                 directory: String? = nil) throws {
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw ChildProcessError("pipe: \(String(cString: strerror(errno)))") }
-        // Only the child's stdout/stderr may hold the write end, or reading never sees EOF.
-        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
         let command = directory.map { ["/usr/bin/env", "-C", $0, executable] } ?? [executable]
-        var argv: [UnsafeMutablePointer<CChar>?] = (command + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
         let env = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
-        var envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup($0) } + [nil]
-        defer { envp.forEach { free($0) } }
-        var child: pid_t = 0
-        let rc = posix_spawn(&child, command[0], &actions, nil, &argv, &envp)
-        close(fds[1])
-        guard rc == 0 else {
-            close(fds[0])
-            throw ChildProcessError("cannot run \(executable): \(String(cString: strerror(rc)))")
+        let child: Spawned
+        do {
+            child = try spawn(command + arguments, environment: env)
+        } catch {
+            throw ChildProcessError(error.description)
         }
-        pid = child
-        output = fds[0]
+        pid = child.pid
+        output = child.output
     }
 
     /// Runs a command to completion: its exit status and combined output.

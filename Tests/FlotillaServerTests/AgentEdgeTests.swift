@@ -83,11 +83,12 @@ final class AgentEdgeTests: XCTestCase {
         // the server does not trust it. Either way nothing reaches the device.
         for arguments in [["--client-cert", identity.certificate, "--client-key", identity.key], ["--ca-file", TestCertificate.caPath]] {
             let agent = try rig.startAgent(["--config", rig.work + "/none.conf", "--server", url, "--token", device.token] + arguments)
-            try await Task.sleep(for: .milliseconds(3000))
+            let refusal = arguments.contains("--ca-file") ? "client_certificate_required" : "server unreachable"
+            let seen = await agent.output(showing: [refusal], within: 20)
             agent.signal(SIGKILL)
-            let log = agent.readToEnd()
+            let log = seen + agent.readToEnd()
             _ = agent.wait()
-            XCTAssertTrue(log.contains(arguments.contains("--ca-file") ? "client_certificate_required" : "server unreachable"), log)
+            XCTAssertTrue(log.contains(refusal), log)
         }
     }
 }

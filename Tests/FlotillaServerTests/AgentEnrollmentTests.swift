@@ -45,7 +45,8 @@ final class AgentEnrollmentTests: XCTestCase {
         // The agent polls while pending (refused, backing off), then works once accepted.
         let body = rig.deployment(version: "2.0", target: #"{"groups":["field"]}"#)
         let waiting = try rig.startAgent(["--config", config])
-        try await Task.sleep(for: .milliseconds(3000))
+        let refused = await waiting.output(showing: ["device_pending"], within: 20)
+        TestLog.append(refused)
         expect(try await admin.call("POST", "/api/v1/deployments", body), 422)  // a pending device is not a target
         expect(try await admin.call("POST", "/api/v1/devices/sensor-9/accept"), 200)
         let deployed = try await admin.call("POST", "/api/v1/deployments", body)
@@ -53,10 +54,11 @@ final class AgentEnrollmentTests: XCTestCase {
         let deployment = try XCTUnwrap(deployed.json["id"]?.stringValue)
         // The same process goes on: accepted, it picks the deployment up within poll_max.
         var first: ChildProcess? = waiting
-        let (execution, log, _) = try await rig.supervise(deployment, device: "sensor-9", admin: admin) {
+        let (execution, supervised, _) = try await rig.supervise(deployment, device: "sensor-9", admin: admin) {
             if let running = first { first = nil; return running }
             return try rig.startAgent(["--config", config])
         }
+        let log = refused + supervised  // the same process's output, before and after the acceptance
         XCTAssertEqual(execution["state"], .string("succeeded"), log)
         XCTAssertTrue(log.contains("device_pending"), "the pending device was refused first\n\(log)")
         XCTAssertTrue(log.contains(" configured"), log)

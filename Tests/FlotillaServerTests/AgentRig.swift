@@ -71,3 +71,22 @@ struct AgentRig {
         return (execution, output, starts)
     }
 }
+
+extension ChildProcess {
+    /// Reads the process's output until every one of `patterns` has appeared, and returns
+    /// what it read: a test waits for what the process says, not for a fixed time. Past
+    /// `seconds` the process is killed and the output so far returned (the caller's
+    /// assertion then says what was missing). The process goes on running otherwise.
+    func output(showing patterns: [String], within seconds: Double) async -> String {
+        let killer = DispatchWorkItem { [self] in signal(SIGKILL) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + seconds, execute: killer)
+        defer { killer.cancel() }
+        return await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { [self] in
+                var seen = ""
+                while !patterns.allSatisfy(seen.contains), let line = readLine() { seen += line }
+                continuation.resume(returning: seen)
+            }
+        }
+    }
+}

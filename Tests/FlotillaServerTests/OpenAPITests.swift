@@ -30,7 +30,7 @@ final class OpenAPITests: XCTestCase {
         }
         // The pool never connects: only the route table is read.
         let pool = PGPool(.init(connection: PGConnectionOptions(conninfo: "host=/nonexistent dbname=x")))
-        let router = FlotillaAPI.makeRouter(management: try ManagementAPI(db: pool, logger: Logger(label: "openapi-test"),
+        let router = FlotillaAPI.makeRouter(context: try APIContext(db: pool, logger: Logger(label: "openapi-test"),
                                                                              artifacts: try ArtifactStore(directory: NSTemporaryDirectory() + "flotilla-openapi-artifacts")))
         let routed = Set(router.routeTable.map { "\($0.method) \($0.pattern)" })
         XCTAssertEqual(routed.subtracting(documented).sorted(), [], "routes missing from openapi/*.yaml")

@@ -85,7 +85,7 @@ final class APIServer: @unchecked Sendable {
     let port: Int
     let conninfo: String
     let adminToken: String
-    let api: ManagementAPI
+    let api: APIContext
     /// The artifact store's directory (a replica shares its first server's, as real replicas must).
     let artifactDirectory: String
     var url: String { "http://127.0.0.1:\(port)" }
@@ -111,11 +111,11 @@ final class APIServer: @unchecked Sendable {
         var logger = Logger(label: "test") { _ in RunLogHandler() }
         logger.logLevel = TestLog.path == nil ? .critical : .info
         TestLog.recordSecret(adminToken)
-        api = try ManagementAPI(db: pool, logger: logger, artifacts: try ArtifactStore(directory: artifactDirectory, maxBytes: maxArtifactBytes),
+        api = try APIContext(db: pool, logger: logger, artifacts: try ArtifactStore(directory: artifactDirectory, maxBytes: maxArtifactBytes),
                             listen: PGConnectionOptions(conninfo: conninfo), clock: clock, signer: signer ?? other?.api.signer,
                                 limits: limits, deviceCertificates: tls?.clientCAPath != nil)
         server = try HTTPServer(configuration: .init(host: "127.0.0.1", port: port, tls: tls, loopCount: 2),
-                                router: FlotillaAPI.makeRouter(management: api))
+                                router: FlotillaAPI.makeRouter(context: api))
         self.port = try server.start().port
         TestLog.recordSecret(Base64URL.encode(api.signer.key.seed))
     }
