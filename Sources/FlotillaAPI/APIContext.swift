@@ -101,6 +101,9 @@ public final class APIContext: Sendable {
         try await engine.sweepDeadlines(limit: limit)
     }
 
+    /// For tests: a long poll of this device is parked, waiting for a wake-up.
+    public func pollIsParkedForTesting(_ device: String) -> Bool { engine.waiters.isParked(device) }
+
     /// For tests: every management route and the role it needs.
     public var routeRolesForTesting: [(method: String, pattern: String, role: Role)] { routeRoles.all }
 }

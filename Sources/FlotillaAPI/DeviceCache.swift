@@ -34,7 +34,10 @@ extension NotifiedCache where Key == String, Value == DeviceAnswer {
 
     /// `payload` is what followed `devices:` in a notification: `*`, or ids separated by commas.
     func invalidate(payload: Substring) {
-        guard !deafForTesting.load(ordering: .relaxed) else { return }
+        guard !deafForTesting.load(ordering: .relaxed) else {
+            ignoredForTesting.add(1, ordering: .relaxed)
+            return
+        }
         if payload == "*" { invalidateAll() } else { invalidate(tags: payload.split(separator: ",")) }
     }
 }
@@ -44,4 +47,6 @@ extension APIContext {
     public func cachesDeviceForTesting(_ key: String) -> Bool { deviceCache.lookup(key) != nil }
     /// For tests: drop (true) or heed (false) the device notifications this replica hears.
     public func ignoreDeviceNotificationsForTesting(_ ignore: Bool) { deviceCache.deafForTesting.store(ignore, ordering: .relaxed) }
+    /// For tests: how many device notifications a deaf cache has dropped so far.
+    public var ignoredDeviceNotificationsForTesting: Int { deviceCache.ignoredForTesting.load(ordering: .relaxed) }
 }

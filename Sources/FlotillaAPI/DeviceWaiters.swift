@@ -84,6 +84,14 @@ final class DeviceWaiters: Sendable {
 
     var waitingDevices: [String] { state.withLock { Array($0.slots.keys) } }
 
+    /// A poll of `device` is parked in `wait` (registered, looked, found nothing): from here
+    /// only a wake-up or its timeout answers it.
+    func isParked(_ device: String) -> Bool {
+        state.withLock { state in
+            state.slots[device]?.values.contains { if case .waiting = $0 { true } else { false } } ?? false
+        }
+    }
+
     /// At shutdown: every poll answers now.
     func wakeAll() {
         for device in waitingDevices { wake(device) }

@@ -39,6 +39,8 @@ final class NotifiedCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     /// Tests set this to ignore the notifications this replica hears (see
     /// `invalidate(payload:)`), to see what the cache does without them.
     let deafForTesting = Atomic(false)
+    /// Notifications a deaf cache dropped: a test waits for one instead of sleeping.
+    let ignoredForTesting = Atomic(0)
 
     init(ttlSeconds: UInt64 = 10, capacity: Int = 10_000, tag: (@Sendable (Value) -> String)? = nil) {
         ttlNanos = ttlSeconds * 1_000_000_000

@@ -283,8 +283,13 @@ final class AgentDaemon: @unchecked Sendable {
                 let response = try await connection().send(ClientRequest(
                     method: DeviceRoutes.report.method, path: DeviceRoutes.report.path(entry.execution), headers: auth,
                     body: .bytes(Array(entry.body.serialized.utf8))), timeout: .seconds(30))
-                if response.status == 401 || response.status >= 500 {
+                if response.status == 401 || response.status == 429 || response.status >= 500 {
+                    // Not heard: kept, and sent again no sooner than the server asks. A 429
+                    // dropped here once lost a step_started, and every later report met a
+                    // server that had never seen the step begin.
                     log("report answered \(response.status); keeping it for later")
+                    let wait = Double(response.headers["retry-after"] ?? "") ?? min(backoff, 5)
+                    deliveryRetryAt = Date().addingTimeInterval(max(wait, 0.5))
                     return steered
                 }
                 // 200 (accepted, duplicate, stale), 409 (the server moved on) and 404/422 are all

@@ -139,6 +139,12 @@ struct VirtualDevice: Sendable {
         while true {
             do {
                 let response = try await identity.client.send(request)
+                if response.status == 429 || response.status >= 500 {
+                    // Not heard: the same report again, no sooner than the server asks.
+                    stats.count(\.errors)
+                    try await Task.sleep(for: .seconds(Double(response.headers["retry-after"] ?? "") ?? 1))
+                    continue
+                }
                 let answer = ReportAnswer(body: response.body)
                 if response.status == 200 {
                     if answer?.result == .accepted { stats.accepted() }

@@ -63,8 +63,11 @@ struct AgentRig {
             }
             try await Task.sleep(for: .milliseconds(100))
         }
-        // Let the agent finish its bookkeeping (last report, heartbeat), then stop it.
-        try await Task.sleep(for: .milliseconds(300))
+        // Let the agent finish its bookkeeping (its outbox delivered), then stop it.
+        let outbox = work + "/state/outbox"
+        try await eventually("the agent delivered its outbox") {
+            agent?.isRunning != true || ((try? FileManager.default.contentsOfDirectory(atPath: outbox)) ?? []).isEmpty
+        }
         agent?.signal(SIGKILL)
         if let agent { output += agent.readToEnd(); _ = agent.wait() }
         TestLog.append(output)

@@ -236,7 +236,8 @@ final class DeploymentTests: ServerTestCase {
         let cam = try await ScriptedDevice(server: server, admin: admin, name: "cam-1", groups: ["site-berlin"])
         let started = Date()
         async let polled = cam.next(wait: 30)
-        try await Task.sleep(for: .milliseconds(300))
+        // Parked before the deployment exists: only a wake-up can answer it in time.
+        try await eventually("the poll is parked") { server.api.pollIsParkedForTesting(cam.id) }
         let id = try await deploy(hardhatDeployment(version: "1.4", target: #"{"groups":["site-berlin"]}"#))
         let execution = try await polled
         XCTAssertEqual(execution?["deployment_id"], .string(id))
@@ -254,7 +255,8 @@ final class DeploymentTests: ServerTestCase {
         XCTAssertNil(nothing, "idle: now cached as such on the replica")
         let started = Date()
         async let polled = waiting.next(wait: 30)
-        try await Task.sleep(for: .milliseconds(300))
+        // Parked on the replica before the deployment exists: only the NOTIFY can wake it in time.
+        try await eventually("the poll is parked on the replica") { replica.api.pollIsParkedForTesting(waiting.id) }
         let id = try await deploy(hardhatDeployment(version: "1.4", target: #"{"groups":["site-berlin"]}"#))
         let execution = try await polled
         XCTAssertEqual(execution?["deployment_id"], .string(id))

@@ -89,8 +89,11 @@ final class DeviceCacheTests: ServerTestCase {
         let sql = try PGConnection(PGConnectionOptions(conninfo: server.conninfo))
         server.api.ignoreDeviceNotificationsForTesting(true)
         try await warm(server, admin, "cam-2")
+        let ignored = server.api.ignoredDeviceNotificationsForTesting
         _ = try sql.query("UPDATE devices SET attributes = '{\"by\":\"psql\"}' WHERE name = 'cam-2'")
-        try await Task.sleep(for: .milliseconds(200))
+        // The notification arrived (and was dropped): from here a fresh answer could only come
+        // from somewhere other than the cache.
+        try await eventually("the replica heard the change") { server.api.ignoredDeviceNotificationsForTesting > ignored }
         let stale = try await admin.call("GET", "/api/v1/devices/cam-2").json
         XCTAssertEqual(stale["attributes"], .object([:]), "deaf: served from the cache")
         for round in 1...3 {

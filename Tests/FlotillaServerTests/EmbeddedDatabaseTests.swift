@@ -65,9 +65,12 @@ final class EmbeddedDatabaseTests: XCTestCase {
 
         // A crash of postgres itself leaves a stale postmaster.pid behind; the next start copes.
         let postmaster = try XCTUnwrap(Int32(String(contentsOfFile: pidFile, encoding: .utf8).split(separator: "\n")[0]))
+        let backends = children(of: postmaster)
+        XCTAssertFalse(backends.isEmpty, "a running cluster has its background processes")
         kill(postmaster, SIGKILL)
         for _ in 0..<100 where kill(postmaster, 0) == 0 { try await Task.sleep(for: .milliseconds(50)) }
-        try await Task.sleep(for: .milliseconds(300))  // its children notice and exit
+        // Its children notice and exit; until they have, the data directory is still in use.
+        try await eventually("the dead postmaster's children exited", seconds: 10) { !backends.contains(where: isAlive) }
         XCTAssertTrue(FileManager.default.fileExists(atPath: pidFile), "the pid file is stale now")
         server = try Server(["--listen", "127.0.0.1:0"], dataDir: dataDir)
         api = APIClient(port: server!.port, token: token, wire: .h1)
@@ -106,4 +109,25 @@ final class DatabaseOutageTests: XCTestCase {
         await api.close()
         await server.stop()
     }
+}
+
+/// Pids of `parent`'s children, read from /proc (each /proc/PID/stat names its parent).
+func children(of parent: Int32) -> [Int32] {
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    return entries.compactMap { entry in
+        guard let pid = Int32(entry), let stat = FileManager.default.contents(atPath: "/proc/\(entry)/stat") else { return nil }
+        // "pid (comm) state ppid …": the command may hold spaces and parentheses; the last ')' ends it.
+        let text = String(decoding: stat, as: UTF8.self)
+        guard let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        return fields.count > 1 && Int32(fields[1]) == parent ? pid : nil
+    }
+}
+
+/// Running, not a zombie waiting for whoever adopted it to reap it.
+func isAlive(_ pid: Int32) -> Bool {
+    guard kill(pid, 0) == 0, let stat = FileManager.default.contents(atPath: "/proc/\(pid)/stat") else { return false }
+    let text = String(decoding: stat, as: UTF8.self)
+    guard let close = text.lastIndex(of: ")") else { return false }
+    return text[text.index(after: close)...].split(separator: " ").first != "Z"
 }

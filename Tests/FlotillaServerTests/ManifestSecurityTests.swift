@@ -19,6 +19,8 @@ final class ManifestSecurityTests: XCTestCase {
         let answer = Mutex<String>("")
         let reports = Atomic<Int>(0)
         let reportBodies = Mutex<[String]>([])
+        /// Statuses the next reports are answered with (then 200), for delivery tests.
+        let refusals = Mutex<[Int]>([])
     }
     let script = Script()
     var hostile: HTTPServer!
@@ -33,6 +35,9 @@ final class ManifestSecurityTests: XCTestCase {
         router.add("POST", "/api/v1/agent/executions/{id}/reports") { [script] request in
             script.reportBodies.withLock { $0.append(String(decoding: request.body, as: UTF8.self)) }
             script.reports.add(1, ordering: .relaxed)
+            if let status = script.refusals.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) {
+                return .error(status, code: "rate_limited", message: "slow down", headers: ["retry-after": "1"])
+            }
             return .json(200, #"{"directive":"stop","state":"canceled","step":0,"result":"accepted"}"#)
         }
         hostile = try HTTPServer(configuration: .init(host: "127.0.0.1", port: 0, loopCount: 1), router: router)
@@ -155,6 +160,18 @@ final class ManifestSecurityTests: XCTestCase {
         XCTAssertEqual(report.objectValue?["step"], .int(0))
         XCTAssertEqual(report.objectValue?["seq"], .int(1))
         XCTAssertTrue(report.objectValue?["message"]?.stringValue?.contains("upgrade the agent") == true, report.serialized)
+    }
+
+    /// A report the server did not take (429, or 503) is kept and sent again, after the
+    /// Retry-After, before anything later: a dropped step_started once left the server
+    /// refusing every later report of the execution.
+    func testAReportAnswered429IsSentAgainNotDropped() async throws {
+        script.refusals.withLock { $0 = [429, 503] }
+        let future = try manifest(steps: [.fields([("kind", .string("upload")), ("name", .string("send"))])])
+        _ = try await agentVerdict(future, awaitingReports: 3)
+        let reports = script.reportBodies.withLock { $0 }
+        XCTAssertEqual(reports.count, 3, "sent, refused twice, heard the third time: \(reports)")
+        XCTAssertEqual(Set(reports).count, 1, "the same report each time: \(reports)")
     }
 
     func testSignaturesVerifyOnlyForTheExactBytesAndKey() throws {

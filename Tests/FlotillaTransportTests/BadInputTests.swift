@@ -174,7 +174,8 @@ final class BadInputTests: XCTestCase {
             setsockopt(socket.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
             socket.send("GET /slow?ms=200 HTTP/1.1\r\nHost: x\r\n\r\n")
         }
-        try await Task.sleep(for: .milliseconds(300))  // let the slow handler finish into a dead socket
+        let probe = server.probe
+        try await waitFor { probe.finished >= 1 }  // the slow handler finished into a dead socket
     }
 
     func testIdleConnectionIsClosed() async throws {

@@ -115,7 +115,7 @@ final class HTTP2MultiplexingTests: XCTestCase {
         let server = try TestServer()
         let client = try await HTTP2Client.connect(to: server.url)
         async let slow = client.get("/slow?ms=3000")
-        try await Task.sleep(for: .milliseconds(100))
+        try await waitFor { server.probe.running == 1 }
         await server.server.shutdown(gracePeriod: .milliseconds(100))
         do {
             _ = try await slow

@@ -9,7 +9,7 @@ final class ShutdownTests: XCTestCase {
         let h1 = try RawSocket(port: server.port)
         async let h2Slow = client.get("/slow?ms=500")
         h1.send("GET /slow?ms=500 HTTP/1.1\r\nHost: x\r\n\r\n")
-        try await Task.sleep(for: .milliseconds(100))
+        try await waitFor { server.probe.running == 2 }  // both requests are in their handlers
 
         await server.server.shutdown(gracePeriod: .seconds(5))
         XCTAssertEqual(server.server.openConnectionCount, 0)
@@ -31,7 +31,7 @@ final class ShutdownTests: XCTestCase {
         let server = try TestServer()
         let client = try await HTTP2Client.connect(to: server.url)
         async let stuck = client.get("/slow?ms=10000")
-        try await Task.sleep(for: .milliseconds(100))
+        try await waitFor { server.probe.running == 1 }
         await server.server.shutdown(gracePeriod: .milliseconds(300))
         do {
             _ = try await stuck

@@ -38,13 +38,17 @@ enum TestRoutes {
 }
 
 /// Counts handlers running at once, to see the server's stream limit from the inside.
+/// Also what a test waits on instead of a fixed sleep: handlers running now, and finished.
 final class ConcurrencyProbe: @unchecked Sendable {
     private let lock = NSLock()
     private var current = 0
     private var highest = 0
+    private var done = 0
     var peak: Int { lock.withLock { highest } }
+    var running: Int { lock.withLock { current } }
+    var finished: Int { lock.withLock { done } }
     func enter() { lock.withLock { current += 1; highest = max(highest, current) } }
-    func leave() { lock.withLock { current -= 1 } }
+    func leave() { lock.withLock { current -= 1; done += 1 } }
 }
 
 func checksum(_ bytes: [UInt8]) -> UInt64 {
@@ -58,10 +62,18 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
 final class TestServer {
     let server: HTTPServer
     let port: Int
+    /// The default routes' probe: how many /slow handlers run or have finished.
+    let probe: ConcurrencyProbe
     var url: String { "\(server.scheme)://127.0.0.1:\(port)" }
 
+    convenience init(limits: HTTPServerLimits = .init(), tls: TLSServerConfiguration? = nil) throws {
+        let probe = ConcurrencyProbe()
+        try self.init(limits: limits, tls: tls, router: TestRoutes.router(probe: probe), probe: probe)
+    }
+
     init(limits: HTTPServerLimits = .init(), tls: TLSServerConfiguration? = nil,
-         router: Router = TestRoutes.router()) throws {
+         router: Router, probe: ConcurrencyProbe = ConcurrencyProbe()) throws {
+        self.probe = probe
         server = try HTTPServer(configuration: .init(host: "127.0.0.1", port: 0, tls: tls, limits: limits, loopCount: 2),
                                 router: router)
         port = try server.start().port
