@@ -1,5 +1,5 @@
-// The agent's network plumbing, apart from the executor in AgentDaemon.swift: one HTTP/2
-// connection (made on demand, dropped on error), the heartbeat, and the backoff.
+// The agent's network plumbing, apart from the runner: one HTTP/2 connection (made on
+// demand, dropped on error), the heartbeat, and a token rotated into the config file.
 
 import FlotillaJSON
 import FlotillaTransport
@@ -26,15 +26,6 @@ extension AgentDaemon {
                                                        body: .bytes(Array(body.serialized.utf8))), timeout: .seconds(10))
     }
 
-    /// Exponential backoff with jitter while the server cannot be reached: never a tight loop.
-    /// `atLeast`: the server's Retry-After, honoured up to `poll_max` (the longest this
-    /// device is configured to wait; the server refuses again if that was too soon).
-    func pause(atLeast minimum: Double? = nil) async {
-        let asked = min(minimum ?? 0, config.pollMaximum)
-        try? await Task.sleep(for: .seconds(max(asked, backoff * Double.random(in: 0.5...1.5))))
-        backoff = min(backoff * 2, config.pollMaximum)
-    }
-
     /// Picks up a token `flotilla-agent rotate-token` wrote into the configuration file (only
     /// when the token came from that file). Between polls, so a poll never mixes tokens; a
     /// manifest already received stays bound to the token it was fetched with, which the
@@ -45,7 +36,9 @@ extension AgentDaemon {
         log("using the device token rotated into \(path)")
     }
 
-    func log(_ message: String) {
+    func log(_ message: String) { Self.log(message) }
+
+    static func log(_ message: String) {
         FileHandle.standardError.write(Data("flotilla-agent: \(message)\n".utf8))
     }
 }

@@ -129,6 +129,7 @@ struct ManifestTrust {
     }
 
     private func save() throws {
+        guard !path.isEmpty else { return }  // held in memory only (the simulator's devices)
         var fields: [(String, JSON)] = [("public_key", .string(Base64URL.encode(publicKey))), ("high_water", .int(highWater)),
                                         ("finished", .array(finished.map(JSON.string))), ("retired", .array(retired.map(JSON.string)))]
         if let nextKey { fields.append(("next_key", .string(Base64URL.encode(nextKey)))) }

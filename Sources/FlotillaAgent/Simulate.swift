@@ -76,30 +76,34 @@ struct Simulate: AsyncParsableCommand {
         } catch {
             throw ValidationError("cannot reach \(url): \(error)")
         }
-        let namePrefix = prefix ?? "sim-\(String(UInt16.random(in: 0...UInt16.max), radix: 16))-"
-        let started = Date()
-        let registered = try await Registrar(client: clients[0], token: adminToken)
-            .register(devices, prefix: namePrefix, group: group, clients: clients)
-        log("registered \(registered.count) devices (\(namePrefix)*) in \(String(format: "%.1f", Date().timeIntervalSince(started))) s over \(count) connections")
-
+        var shared: [SharedConnection] = []
+        for client in clients { shared.append(SharedConnection(url: url, client: client)) }
         // Virtual devices check manifest signatures as agents do, against the server's key.
         let keyAnswer = try await clients[0].send(ClientRequest(path: DeviceRoutes.signingKey.path()))
         guard keyAnswer.status == 200, let keyText = (try? JSON.parse(keyAnswer.body))?.objectValue?["public_key"]?.stringValue,
               let signingKey = Base64URL.decode(keyText), signingKey.count == 32 else {
             throw ValidationError("\(DeviceRoutes.signingKey) answered \(keyAnswer.status)")
         }
+        let namePrefix = prefix ?? "sim-\(String(UInt16.random(in: 0...UInt16.max), radix: 16))-"
+        let started = Date()
+        let registered = try await Registrar(client: clients[0], token: adminToken)
+            .register(devices, prefix: namePrefix, group: group, connections: shared)
+        log("registered \(registered.count) devices (\(namePrefix)*) in \(String(format: "%.1f", Date().timeIntervalSince(started))) s over \(count) connections")
+
         let stats = SimulatorStats()
         let behaviour = VirtualDevice.Behaviour(stepTime: stepTime, failures: try FailureRates(failures), pollWait: pollWait,
                                                 signingKey: signingKey)
         let runStarted = Date()
-        let connected = clients
+        let connected = shared
+        // ^C ends the run like --duration does: the summary is printed all the same.
+        Self.stopOnInterrupt(stats)
         await withTaskGroup(of: Void.self) { tasks in
             for device in registered {
                 tasks.addTask { await VirtualDevice(device, behaviour: behaviour, stats: stats).run() }
             }
             tasks.addTask {
                 var last = stats.snapshot
-                while !Task.isCancelled {
+                while !Task.isCancelled && !stats.stopped {
                     try? await Task.sleep(for: .seconds(1))
                     let now = stats.snapshot
                     log(now.line(since: runStarted, previous: last))
@@ -109,7 +113,7 @@ struct Simulate: AsyncParsableCommand {
                 }
                 stats.stop()
                 // Closing the connections ends the polls still held open on the server.
-                for client in connected { await client.close() }
+                for connection in connected { await connection.close() }
             }
             await tasks.next()  // the reporter: it ends the run
             tasks.cancelAll()
@@ -118,6 +122,20 @@ struct Simulate: AsyncParsableCommand {
         print(json ? final.json(seconds: Date().timeIntervalSince(runStarted)).serialized
                    : final.summary(seconds: Date().timeIntervalSince(runStarted)))
     }
+
+    /// SIGINT stops the virtual devices (their summary still prints). Created outside any
+    /// actor: a Dispatch signal source must not capture main-actor state.
+    nonisolated static func stopOnInterrupt(_ stats: SimulatorStats) {
+        signal(SIGINT, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        source.setEventHandler { stats.stop() }
+        source.resume()
+        interrupt.source = source  // kept for the life of the process
+    }
+
+    /// Written once, at start, before any device runs.
+    private final class Interrupt: @unchecked Sendable { var source: (any DispatchSourceSignal)? }
+    private static let interrupt = Interrupt()
 }
 
 func log(_ line: String) {
@@ -161,7 +179,7 @@ struct Registrar {
         }
     }
 
-    func register(_ count: Int, prefix: String, group: String?, clients: [HTTP2Client]) async throws -> [VirtualDevice.Identity] {
+    func register(_ count: Int, prefix: String, group: String?, connections: [SharedConnection]) async throws -> [VirtualDevice.Identity] {
         let auth: HTTPHeaders = ["authorization": "Bearer \(token)", "content-type": "application/json"]
         if let group {
             let body = JSON.object(["name": .string(group)]).serialized
@@ -183,7 +201,7 @@ struct Registrar {
                               let secret = parsed.objectValue?["device_token"]?.stringValue else {
                             throw ValidationError("registering \(name): \(response.status) \(response.bodyText)")
                         }
-                        return VirtualDevice.Identity(name: name, token: secret, client: clients[index % clients.count])
+                        return VirtualDevice.Identity(name: name, token: secret, connection: connections[index % connections.count])
                     }
                 }
                 return try await tasks.reduce(into: []) { $0.append($1) }

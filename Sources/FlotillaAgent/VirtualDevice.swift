@@ -1,7 +1,7 @@
-// One simulated device: poll, then run the execution through the agent's own decision
-// logic (AgentMachine) with simulated activities. Reports are retried with the same seq
-// after a network error (the server answers a repeat as `duplicate`), so a flaky link
-// never double-applies a step.
+// One simulated device: the agent's runner (AgentRunner) over a body whose activities are
+// simulated. It polls, backs off, keeps an outbox, retries a report the server did not hear
+// with the same seq (a repeat is a `duplicate`), obeys directives and reconnects after a
+// server restart exactly as the real agent does, because it is the real agent's code.
 
 import FlotillaCore
 import FlotillaJSON
@@ -9,11 +9,13 @@ import FlotillaTransport
 import Foundation
 import Synchronization
 
+/// A virtual device: the agent's own runner (AgentRunner) over a simulated body. Its polls,
+/// backoff, outbox, signature checks and directives are the real agent's code.
 struct VirtualDevice: Sendable {
     struct Identity: Sendable {
         let name: String
         let token: String
-        let client: HTTP2Client
+        let connection: SharedConnection
     }
 
     struct Behaviour: Sendable {
@@ -24,145 +26,133 @@ struct VirtualDevice: Sendable {
         let signingKey: [UInt8]
     }
 
-    private let identity: Identity
-    private let behaviour: Behaviour
-    private let stats: SimulatorStats
-    private let auth: HTTPHeaders
+    let identity: Identity
+    let behaviour: Behaviour
+    let stats: SimulatorStats
 
     init(_ identity: Identity, behaviour: Behaviour, stats: SimulatorStats) {
         self.identity = identity
         self.behaviour = behaviour
         self.stats = stats
-        auth = ["authorization": "Bearer \(identity.token)", "content-type": "application/json"]
     }
 
     func run() async {
-        var backoff = 0.5
-        while !stats.stopped {
-            do {
-                let response = try await identity.client.send(
-                    ClientRequest(path: DeviceRoutes.next.path(query: [("wait", String(behaviour.pollWait))]), headers: auth),
-                    timeout: .seconds(behaviour.pollWait + 15))
-                backoff = 0.5
-                switch response.status {
-                case 200:
-                    // The same check as the agent's (ManifestTrust), kept in memory: signature,
-                    // this device's token, expiry. Only the signed copy is acted on.
-                    let trust = ManifestTrust(path: "", publicKey: behaviour.signingKey)
-                    switch trust.check(try JSON.parse(response.body), token: identity.token, now: Int(Date().timeIntervalSince1970)) {
-                    case .success(let signed):
-                        try await perform(signed.execution)
-                    case .failure:
-                        stats.count(\.refused)
-                        try await Task.sleep(for: .seconds(1))
-                    }
-                case 204:
-                    continue
-                default:
-                    throw SimulatedError.bad(response)
-                }
-            } catch {
-                if stats.stopped { return }
-                stats.count(\.errors)
-                // Exponential backoff with jitter: a fleet must not hammer a server that is down.
-                try? await Task.sleep(for: .seconds(backoff * Double.random(in: 0.5...1.5)))
-                backoff = min(backoff * 2, 30)
+        let shared = identity.connection
+        let last = LastClient()
+        let auth: HTTPHeaders = ["authorization": "Bearer \(identity.token)", "content-type": "application/json"]
+        let token = identity.token
+        let network = AgentRunner.Network(connection: {
+            let client = try await shared.client()
+            last.client = client
+            return client
+        }, drop: { await shared.drop(last.client) }, auth: { auth }, token: { token })
+        let runner = AgentRunner(body: SimulatedBody(behaviour), machine: AgentMachine(), manifest: nil, network: network,
+                                 polling: .init(wait: behaviour.pollWait, minimum: 1, maximum: 30),
+                                 trust: ManifestTrust(path: "", publicKey: behaviour.signingKey), log: { _ in })
+        let stats = stats
+        runner.observe = { event in
+            switch event {
+            case .reportAnswered(let status, let answer):
+                if status == 200, answer?.result == .accepted { stats.accepted() }
+                if status == 409 { stats.count(\.rejected) }  // the server moved on (deadline, cancel); its state wins
+                if status == 429 || status >= 500 { stats.count(\.errors) }
+            case .unreachable: stats.count(\.errors)
+            case .manifestRefused: stats.count(\.refused)
+            case .ended(let outcome, let serverState): stats.ended(serverState?.rawValue ?? outcome.rawValue)
             }
         }
-    }
-
-    /// Runs one execution through the agent's own machine (FlotillaCore's AgentMachine),
-    /// as the real agent does, with simulated activities: each takes `stepTime` and fails
-    /// with its kind's rate. Only the journal, the outbox and the scripts are left out.
-    private func perform(_ execution: JSON) async throws {
-        var machine = AgentMachine()
-        var decision: AgentDecision
-        do {
-            let manifest = try Manifest(json: execution)
-            decision = machine.manifestReceived(AgentJob(manifest), serverState: manifest.state, serverSeq: manifest.seq, serverStep: manifest.step)
-        } catch let refusal {
-            guard let unsupported = AgentDaemon.unsupported(execution, refusal) else { return }
-            decision = machine.unsupportedManifestReceived(executionID: unsupported.id, serverState: unsupported.state,
-                                                           serverSeq: unsupported.seq, serverStep: unsupported.step, reason: refusal.description)
-        }
-        var serverState = "unknown"
-        while case .accepted(var actions) = decision {
-            var next: AgentDecision?
-            while next == nil, !actions.isEmpty {
-                switch actions.removeFirst() {
-                case .report(let report):
-                    guard let answer = try await send(report) else { break }
-                    serverState = answer.state.rawValue
-                    // The server may have moved on (a deadline, a cancel): its directive steers.
-                    if answer.directive != .proceed, case .accepted(let steered) = machine.directiveReceived(answer.directive), !steered.isEmpty {
-                        next = .accepted(steered)
-                    }
-                case .download:
-                    next = try await activity("download", &machine)
-                case .runScript:
-                    next = try await activity("run", &machine)
-                case .healthCheck:
-                    next = try await activity("verify", &machine)
-                case .runRollbackScript:
-                    next = try await activity("rollback", &machine)
-                case .snapshot, .restoreSnapshot, .verifyRestore:
-                    next = machine.activitySucceeded()
-                case .reboot:
-                    // A failed reboot is the machine's activity failure; a good one, the next start.
-                    try await pause()
-                    next = behaviour.failures.fails("reboot") ? machine.activityFailed("simulated reboot failure") : machine.started()
-                case .dropSnapshot:
-                    break
-                case .finished(let outcome, _, _):
-                    stats.ended(serverState == "unknown" ? outcome.rawValue : serverState)
-                    return
-                }
-            }
-            guard let next else { return }
-            decision = next
-        }
-    }
-
-    private func activity(_ kind: String, _ machine: inout AgentMachine) async throws -> AgentDecision {
-        try await pause()
-        return behaviour.failures.fails(kind) ? machine.activityFailed("simulated \(kind) failure", exitCode: 1) : machine.activitySucceeded()
-    }
-
-    private func pause() async throws { if behaviour.stepTime > 0 { try await Task.sleep(for: .seconds(behaviour.stepTime)) } }
-
-    /// Sends one report, again with the same seq after a network error (the server answers a
-    /// repeat as `duplicate`). Returns the answer, or a 409's details (the server's state);
-    /// nil for an answer that is neither.
-    private func send(_ report: OutgoingReport) async throws -> ReportAnswer? {
-        let request = ClientRequest(method: DeviceRoutes.report.method, path: DeviceRoutes.report.path(report.execution), headers: auth,
-                                    body: .bytes(Array(report.body.json.serialized.utf8)))
-        while true {
-            do {
-                let response = try await identity.client.send(request)
-                if response.status == 429 || response.status >= 500 {
-                    // Not heard: the same report again, no sooner than the server asks.
-                    stats.count(\.errors)
-                    try await Task.sleep(for: .seconds(Double(response.headers["retry-after"] ?? "") ?? 1))
-                    continue
-                }
-                let answer = ReportAnswer(body: response.body)
-                if response.status == 200 {
-                    if answer?.result == .accepted { stats.accepted() }
-                    return answer
-                }
-                stats.count(\.rejected)  // 409: the server moved on (deadline, cancel); its state wins
-                return answer
-            } catch {
-                if stats.stopped { throw error }
-                stats.count(\.errors)
-                try await Task.sleep(for: .seconds(Double.random(in: 0.5...1.5)))
-            }
-        }
+        runner.isStopped = { stats.stopped }
+        await runner.run()
     }
 }
 
-enum SimulatedError: Error {
-    case bad(ClientResponse)
+final class LastClient: @unchecked Sendable {
+    var client: HTTP2Client?
+}
+
+/// One HTTP/2 connection shared by many virtual devices. When it breaks (the server
+/// restarted), the first device to notice drops it and the next request of any device
+/// makes a new one; a device that failed on an older connection drops nothing.
+actor SharedConnection {
+    let url: String
+    private var current: HTTP2Client?
+    private var connecting: Task<HTTP2Client, any Error>?
+
+    init(url: String, client: HTTP2Client) {
+        self.url = url
+        current = client
+    }
+
+    func client() async throws -> HTTP2Client {
+        if let current { return current }
+        if let connecting { return try await connecting.value }
+        let task = Task { [url] in try await HTTP2Client.connect(to: url, timeout: .seconds(10)) }
+        connecting = task
+        defer { connecting = nil }
+        let made = try await task.value
+        current = made
+        return made
+    }
+
+    func drop(_ failed: HTTP2Client?) async {
+        guard let failed, failed === current else { return }
+        current = nil
+        await failed.close()
+    }
+
+    func close() async {
+        await current?.close()
+        current = nil
+    }
+}
+
+/// A simulated device under the runner: its memory is memory (a process's devices end with
+/// it), its activities take `stepTime` and fail with their kind's rate.
+final class SimulatedBody: AgentBody, @unchecked Sendable {
+    let behaviour: Behaviour
+    private var outbox: [PendingReport] = []
+    private var next = 0
+
+    typealias Behaviour = VirtualDevice.Behaviour
+
+    init(_ behaviour: Behaviour) { self.behaviour = behaviour }
+
+    func save(_ machine: AgentMachine) throws {}
+    func keep(manifest: JSON?) throws {}
+
+    func enqueue(_ report: OutgoingReport) throws {
+        next += 1
+        outbox.append(PendingReport(execution: report.execution, body: report.body.json, handle: String(next)))
+    }
+
+    func pendingReports() -> [PendingReport] { outbox }
+
+    func remove(_ report: PendingReport) throws { outbox.removeAll { $0.handle == report.handle } }
+
+    func perform(_ activity: Activity, manifest: JSON) async throws(StepFailure) {
+        let kind: String? = switch activity {
+        case .download: "download"
+        case .runScript: "run"
+        case .healthCheck: "verify"
+        case .runRollbackScript: "rollback"
+        case .snapshot, .restoreSnapshot, .verifyRestore: nil  // bookkeeping: instant, never fails
+        }
+        guard let kind else { return }
+        await pause()
+        if behaviour.failures.fails(kind) { throw StepFailure(message: "simulated \(kind) failure", exitCode: 1) }
+    }
+
+    func dropSnapshot() {}
+
+    func reboot() async -> RebootResult {
+        await pause()
+        return behaviour.failures.fails("reboot") ? .failed("simulated reboot failure") : .cameBack
+    }
+
+    func ended(_ outcome: AgentOutcome, app: String, version: String, execution: String?) {}
+    func crashPoint(after action: AgentAction) {}
+
+    private func pause() async { if behaviour.stepTime > 0 { try? await Task.sleep(for: .seconds(behaviour.stepTime)) } }
 }
 
 /// Counters shared by every virtual device.

@@ -64,6 +64,42 @@ final class SimulatorTests: ServerTestCase {
         XCTAssertEqual(page.json["items"]?[0]?["failure"]?["message"]?.stringValue, "simulated run failure", page.text)
     }
 
+    /// The virtual devices run the agent's own runner: when the server restarts under them
+    /// they back off and reconnect, then take a deployment made after the restart; ^C
+    /// stops the run and the summary is still printed.
+    func testItReconnectsAfterTheServerRestartsAndSummarizesOnSIGINT() async throws {
+        let child = try ChildProcess(productsDirectory.appendingPathComponent("flotilla-agent").path,
+                                     ["simulate", "--server", server.url, "--token", server.adminToken, "--devices", "4",
+                                      "--group", "phoenix", "--prefix", "phoenix-", "--step-time", "0", "--poll-wait", "1", "--json"])
+        let registered = await child.output(showing: ["registered 4 devices"], within: 30)
+        XCTAssertTrue(registered.contains("registered 4 devices"), registered)
+        // The server goes away and comes back on the same port (and database, and key).
+        let port = server.port, previous = server!
+        await previous.stop()
+        server = try APIServer(sharing: previous, port: port)
+        await admin.close()
+        admin = APIClient(port: port, token: server.adminToken, wire: adminWire)
+        let created = try await admin.call("POST", "/api/v1/deployments", hardhatDeployment(version: "1.4", target: #"{"groups":["phoenix"]}"#))
+        expect(created, 201)
+        let id = try XCTUnwrap(created.json["id"]?.stringValue)
+        // Devices that were backing off while the server was down come back within their
+        // backoff (up to 30 s for the simulator), not at once.
+        var finished = JSON.null
+        try await eventually("the deployment finished", seconds: 90, every: .milliseconds(500)) {
+            finished = try await admin.call("GET", "/api/v1/deployments/\(id)?wait=10").json
+            return finished["status"] != .string("active")
+        }
+        XCTAssertEqual(finished["outcome"], .string("succeeded"), finished.serialized)
+        child.signal(SIGINT)
+        let output = registered + child.readToEnd()
+        TestLog.append(output)
+        XCTAssertEqual(child.wait(), 0, output)
+        let line = try XCTUnwrap(output.split(separator: "\n").last { $0.hasPrefix("{") }, output)
+        let summary = try JSON.parse(Array(line.utf8))
+        XCTAssertEqual(summary["outcomes"], .object(["succeeded": .int(4)]), output)
+        XCTAssertGreaterThan(summary["errors"]?.intValue ?? 0, 0, "the devices noticed the restart")
+    }
+
     func testBadArgumentsAreRefusedClearly() throws {
         let child = try ChildProcess(productsDirectory.appendingPathComponent("flotilla-agent").path,
                                      ["simulate", "--token", "x", "--fail", "install=2"])
