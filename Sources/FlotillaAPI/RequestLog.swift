@@ -43,13 +43,27 @@ final class RequestLog: Sendable {
         }
     }
 
-    /// The one line every request gets (never the token, only its id).
+    /// The one line every request gets (never the token, only its id). The fields are
+    /// written into the message, in the order the handler would have sorted them, rather
+    /// than as metadata: a dictionary built, sorted and joined per line cost a tenth of a
+    /// cached GET's throughput at the default level.
     private static func write(_ record: RequestRecord, to logger: Logger) {
-        logger.info("request", metadata: [
-            "request_id": .string(record.requestID), "method": .string(record.method), "path": .string(record.path),
-            "route": .string(record.route), "status": .stringConvertible(record.status),
-            "duration_ms": .string(formatMillis(Double(record.nanos) / 1_000_000)), "caller": .string(record.caller ?? "-"),
-        ])
+        var line = "request caller="
+        line.reserveCapacity(160)
+        line += record.caller ?? "-"
+        line += " duration_ms="
+        line += formatMillis(Double(record.nanos) / 1_000_000)
+        line += " method="
+        line += record.method
+        line += " path="
+        line += record.path
+        line += " request_id="
+        line += record.requestID
+        line += " route="
+        line += record.route
+        line += " status="
+        line += String(record.status)
+        logger.info("\(line)")
     }
 }
 

@@ -21,51 +21,6 @@ import FlotillaTransport
 import FlotillaWire
 import Foundation
 
-/// A report waiting in the outbox.
-struct PendingReport: Sendable {
-    let execution: String
-    let body: JSON
-    /// The body's handle on it (a file, an index), to drop it once heard.
-    let handle: String
-}
-
-/// What the machine asks the device to do, besides reports and bookkeeping.
-enum Activity: Sendable {
-    case download(step: Int), snapshot, runScript(step: Int), healthCheck(step: Int)
-    case restoreSnapshot, runRollbackScript, verifyRestore
-}
-
-enum RebootResult: Sendable {
-    /// The device came back (a simulated one): the machine's next event is `started`.
-    case cameBack
-    case failed(String)
-}
-
-/// A device as the runner sees it: its memory and its activities.
-protocol AgentBody: AnyObject, Sendable {
-    func save(_ machine: AgentMachine) throws
-    /// The manifest of the execution in progress (nil when none), kept with the journal.
-    func keep(manifest: JSON?) throws
-    func enqueue(_ report: OutgoingReport) throws
-    func pendingReports() -> [PendingReport]
-    func remove(_ report: PendingReport) throws
-    func perform(_ activity: Activity, manifest: JSON) async throws(StepFailure)
-    func dropSnapshot()
-    func reboot() async -> RebootResult
-    /// The execution ended on the device (the installed version moves only on success).
-    func ended(_ outcome: AgentOutcome, app: String, version: String, execution: String?)
-    /// Fault injection (the Killed_in_X tests): called after each action.
-    func crashPoint(after action: AgentAction)
-}
-
-/// What the runner tells whoever watches it (the simulator's counters).
-enum RunnerEvent: Sendable {
-    case reportAnswered(status: Int, ReportAnswer?)
-    case unreachable
-    case manifestRefused
-    case ended(AgentOutcome, serverState: ExecutionState?)
-}
-
 final class AgentRunner: @unchecked Sendable {
     struct Polling: Sendable {
         var wait: Int
@@ -193,7 +148,7 @@ final class AgentRunner: @unchecked Sendable {
         } catch let refusal {
             log("refusing the manifest: \(refusal)")
             observe(.manifestRefused)
-            if let unsupported = Self.unsupported(execution, refusal) {
+            if let unsupported = refusal.unsupportedExecution(in: execution) {
                 await perform(machine.unsupportedManifestReceived(executionID: unsupported.id, serverState: unsupported.state,
                                                                   serverSeq: unsupported.seq, serverStep: unsupported.step,
                                                                   reason: refusal.description))
@@ -215,15 +170,6 @@ final class AgentRunner: @unchecked Sendable {
         serverState = decoded.state
         log("execution \(job.executionID): \(job.app) \(job.version), \(job.steps.count) steps")
         await perform(machine.manifestReceived(job, serverState: decoded.state, serverSeq: decoded.seq, serverStep: decoded.step))
-    }
-
-    /// Where the server stands on a manifest refused for a step kind we do not know, so the
-    /// refusal can be reported; nil when the manifest is too broken even for that.
-    static func unsupported(_ execution: JSON, _ refusal: Manifest.Refusal) -> (id: String, state: ExecutionState, seq: Int, step: Int)? {
-        // Read as Manifest reads them: the same defaults for what may be absent.
-        guard case .unknownStepKind = refusal, let fields = execution.objectValue, let id = fields["id"]?.stringValue,
-              let state = ExecutionState(rawValue: fields["state"]?.stringValue ?? ExecutionState.queued.rawValue) else { return nil }
-        return (id, state, fields["seq"]?.intValue ?? 0, fields["step"]?.intValue ?? 0)
     }
 
     // MARK: - The executor
@@ -362,8 +308,4 @@ final class AgentRunner: @unchecked Sendable {
         if !pending.isEmpty { backoff = 1 }
         return steered
     }
-}
-
-extension AgentAction {
-    var isReport: Bool { if case .report = self { true } else { false } }
 }

@@ -83,6 +83,9 @@ final class HTTP1ServerHandler: ServerProtocolHandler, @unchecked Sendable {
                 if let streaming {
                     streaming.body.finish()
                     self.streaming = nil
+                    // The last request of a `Connection: close` (or HTTP/1.0) exchange: nothing
+                    // after its body is read.
+                    if !head.keepAlive { stopReading = true }
                 } else {
                     enqueue(head, body: body, bodyStream: nil)
                 }
@@ -123,7 +126,10 @@ final class HTTP1ServerHandler: ServerProtocolHandler, @unchecked Sendable {
         let id = nextID
         nextID += 1
         queue.append(Slot(id: id, method: head.method, keepAlive: head.keepAlive, minorVersion: head.minorVersion))
-        if !head.keepAlive { stopReading = true }
+        // A streaming request is enqueued when its head arrives: its body still has to be
+        // read, so reading stops only at its end (above). Stopping here left such an upload
+        // unread until the 408, and nothing stored.
+        if !head.keepAlive && bodyStream == nil { stopReading = true }
         let routed = pendingRoute ?? context.route(makeRequest(head))
         pendingRoute = nil
         let immediate = context.run(routed, body: body, bodyStream: bodyStream, on: channel.loop) { response in
