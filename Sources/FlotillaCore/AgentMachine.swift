@@ -115,13 +115,7 @@ public struct AgentMachine: Sendable, Equatable {
     /// last recorded: a fresh execution is `queued`; anything else means the server thinks we
     /// are already on it, which without a journal means the device lost its memory.
     public mutating func manifestReceived(_ newJob: AgentJob, serverState: ExecutionState, serverSeq: Int, serverStep: Int) -> AgentDecision {
-        switch phase {
-        case .idle:
-            break
-        case .downloading, .snapshotting, .installing, .rebooting, .verifying, .restoring, .rollbackScript,
-             .rollbackRebooting, .rollbackVerifying:
-            return .rejected("already working on execution \(job?.executionID ?? "?")")
-        }
+        if let busy = refusalWhileBusy { return busy }
         guard !newJob.steps.isEmpty else { return .rejected("the manifest has no steps") }
         seq = serverSeq
         if serverState == .queued {
@@ -140,13 +134,7 @@ public struct AgentMachine: Sendable, Equatable {
     /// execution (`failed` from queued: nothing on the device changed).
     public mutating func unsupportedManifestReceived(executionID: String, serverState: ExecutionState, serverSeq: Int,
                                                      serverStep: Int, reason: String) -> AgentDecision {
-        switch phase {
-        case .idle:
-            break
-        case .downloading, .snapshotting, .installing, .rebooting, .verifying, .restoring, .rollbackScript,
-             .rollbackRebooting, .rollbackVerifying:
-            return .rejected("already working on execution \(job?.executionID ?? "?")")
-        }
+        if let busy = refusalWhileBusy { return busy }
         seq = serverSeq
         return .accepted([refusal(executionID, serverState: serverState, serverStep: serverStep, reason)])
     }
@@ -252,6 +240,17 @@ public struct AgentMachine: Sendable, Equatable {
     }
 
     // MARK: - Helpers
+
+    /// One execution at a time: a manifest while another is under way is refused.
+    private var refusalWhileBusy: AgentDecision? {
+        switch phase {
+        case .idle:
+            nil
+        case .downloading, .snapshotting, .installing, .rebooting, .verifying, .restoring, .rollbackScript,
+             .rollbackRebooting, .rollbackVerifying:
+            .rejected("already working on execution \(job?.executionID ?? "?")")
+        }
+    }
 
     private mutating func begin(step: Int) -> [AgentAction] {
         guard let job, step < job.steps.count else { return finish(.succeeded, [.dropSnapshot]) }
