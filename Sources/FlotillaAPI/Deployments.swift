@@ -39,12 +39,13 @@ extension ManagementAPI {
             var query = try QueryReader(request, allowed: ["wait"])
             let wait = query.waitSeconds(max: 3600)
             try query.finish()
-            // `?wait=N`: answer once the deployment is no longer active, or after N seconds.
+            // `?wait=N`: answer once every device has finished (the outcome is known), or after
+            // N seconds. A canceled deployment whose devices still roll back is not finished.
             let started = monotonicNanos()
             while true {
                 let deployment = try await loadDeployment(id)
-                let active = deployment.objectValue?["status"] == .string("active")
-                if !active || monotonicNanos() - started >= UInt64(wait) * 1_000_000_000 {
+                let pending = deployment.objectValue?["outcome"] == .string("pending")
+                if !pending || monotonicNanos() - started >= UInt64(wait) * 1_000_000_000 {
                     return .json(200, deployment.serialized)
                 }
                 try await Task.sleep(for: .milliseconds(250))

@@ -255,6 +255,10 @@ struct HTTP1RequestParser {
         switch version {
         case "HTTP/1.1": minor = 1
         case "HTTP/1.0": minor = 0
+        case _ where version.hasPrefix("HTTP/1.") && version.count == 8 && version.last!.isASCII && version.last!.isNumber:
+            // A later HTTP/1 minor version is answered as the highest we speak (RFC 9110
+            // §2.5): only another major version is 505.
+            minor = 1
         case _ where version.hasPrefix("HTTP/") && version.count == 8:
             throw HTTP1ParseError(status: 505, code: "http_version_not_supported", message: "\(version) is not supported")
         default: throw bad("malformed HTTP version")

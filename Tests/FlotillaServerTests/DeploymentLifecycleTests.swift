@@ -3,6 +3,7 @@
 
 import FlotillaAPI
 import FlotillaStore
+import Synchronization
 import XCTest
 
 final class DeploymentLifecycleTests: ServerTestCase {
@@ -33,5 +34,46 @@ final class DeploymentLifecycleTests: ServerTestCase {
         XCTAssertEqual(try row.decode(Int.self, column: "events"), 1, "one event for the one transition")
         let shown = try await admin.call("GET", "/api/v1/deployments/\(id)")
         XCTAssertEqual(shown.json["status"], .string("canceled"))
+    }
+}
+
+/// `?wait=N` answers when every device has finished: a canceled deployment whose device is
+/// still rolling back is not finished yet.
+final class DeploymentWaitTests: ServerTestCase {
+    func testWaitingOnACanceledDeploymentWaitsForItsRollbacks() async throws {
+        try await admin.prepareHardhatModel()
+        let cam = try await ScriptedDevice(server: server, admin: admin, name: "cam-1", groups: ["site-berlin"])
+        let created = try await admin.call("POST", "/api/v1/deployments", hardhatDeployment(version: "1.4", target: #"{"groups":["site-berlin"]}"#))
+        let id = try XCTUnwrap(created.json["id"]?.stringValue)
+        let handed = try await cam.next()
+        let execution = try XCTUnwrap(handed)
+        let executionID = try XCTUnwrap(execution["id"]?.stringValue)
+        expect(try await cam.report(executionID, "step_started", step: 0), 200)
+        expect(try await cam.report(executionID, "step_succeeded", step: 0), 200)  // installing now: the device changed
+        expect(try await admin.call("POST", "/api/v1/deployments/\(id)/cancel"), 200)
+        let rolling = try await admin.execution(id, device: "cam-1")
+        XCTAssertEqual(rolling["state"], .string("rolling_back"))
+
+        let port = server.port, token = server.adminToken
+        let answered = Mutex(false)
+        let waiter = Task {
+            let client = APIClient(port: port, token: token, wire: .h2)  // async: a blocking read would hold a pool thread
+            defer { Task { await client.close() } }
+            let json = try await client.call("GET", "/api/v1/deployments/\(id)?wait=20").json
+            answered.withLock { $0 = true }
+            return json
+        }
+        // A negative check needs a window: the wait must not answer while the device rolls back
+        // (before the fix it answered at once, `outcome: pending`).
+        try await Task.sleep(for: .milliseconds(500))
+        XCTAssertFalse(answered.withLock { $0 }, "answered while the device was still rolling back")
+        let rolledBack = try await cam.report(executionID, "rollback_succeeded")
+        expect(rolledBack, 200)
+        XCTAssertEqual(rolledBack.json["result"], .string("accepted"), rolledBack.text)
+        let result = try await waiter.value
+        XCTAssertEqual(result["status"], .string("canceled"))
+        XCTAssertNotEqual(result["outcome"], .string("pending"), "answered once the rollback ended: \(result.serialized)")
+        XCTAssertEqual(result["counts"]?["rolled_back"]?.intValue, 1, result.serialized)
+        await cam.client.close()
     }
 }

@@ -58,6 +58,13 @@ final class HTTP1ParserTests: XCTestCase {
         }
     }
 
+    /// A later minor version of HTTP/1 is taken as 1.1 (RFC 9110 §2.5); another major is 505.
+    func testALaterHTTP1MinorVersionIsAnsweredAs11() throws {
+        let requests = try parse("GET / HTTP/1.2\r\nHost: x\r\n\r\n").get()
+        XCTAssertEqual(requests.map(\.0.minorVersion), [1])
+        XCTAssertEqual(status("GET / HTTP/3.0\r\nHost: x\r\n\r\n"), 505)
+    }
+
     func testAcceptedInputs() throws {
         let requests = try parse("""
         \r\nGET /a?b=c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n\
