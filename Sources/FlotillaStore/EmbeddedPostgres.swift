@@ -12,6 +12,11 @@
 // After a crash: a cluster still running from an earlier server (kill -9 leaves the
 // postmaster alive) is adopted, not started twice; a postmaster.pid whose process is
 // gone or is not a postgres is removed before starting.
+//
+// One server per data directory: `<data-dir>/server.lock` is held (flock) for the life of
+// the process that started or adopted the cluster. A second server on the same directory
+// refuses to start, naming the first; it never adopts, and so never stops, a cluster it
+// does not own. The kernel drops the lock when its holder dies, kill -9 included.
 
 import Foundation
 
@@ -38,6 +43,8 @@ public final class EmbeddedPostgres: @unchecked Sendable {
     public let databaseName = "flotilla"
     let runAsPostgres = geteuid() == 0
     private var running = false
+    /// The open, locked `<data-dir>/server.lock` while this process owns the cluster.
+    private var lockFD: Int32 = -1
 
     /// Where postgres/ and run/ live: the data directory, unless we are root and the
     /// `postgres` user cannot reach it (a data directory under /root, say); then a
@@ -78,6 +85,7 @@ public final class EmbeddedPostgres: @unchecked Sendable {
     /// Creates the cluster if needed, then starts it (or adopts a running one) and makes
     /// sure the `flotilla` database exists. `log` hears what happens, one line each.
     public func start(log: (String) -> Void = { _ in }) throws {
+        try lockDataDirectory()
         try prepareDirectories()
         if !FileManager.default.fileExists(atPath: clusterDirectory + "/PG_VERSION") {
             log("creating a PostgreSQL cluster in \(clusterDirectory)")
@@ -105,6 +113,10 @@ public final class EmbeddedPostgres: @unchecked Sendable {
         guard running else { return }
         running = false
         _ = try? run("pg_ctl", ["stop", "-D", clusterDirectory, "-m", "fast", "-w", "-s"])
+        if lockFD >= 0 {
+            close(lockFD)  // the data directory is free for the next server
+            lockFD = -1
+        }
     }
 
     /// Stops a cluster this process did not start (one left behind by a killed process).
@@ -175,5 +187,22 @@ public final class EmbeddedPostgres: @unchecked Sendable {
             return "/usr/lib/postgresql/\(version)/bin"
         }
         throw EmbeddedPostgresError.binariesNotFound
+    }
+
+    /// Takes `<data-dir>/server.lock`, or says which process holds it.
+    private func lockDataDirectory() throws {
+        guard lockFD < 0 else { return }
+        let path = dataDirectory + "/server.lock"
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw EmbeddedPostgresError.setup("cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let holder = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingTrailingWhitespace ?? ""
+            close(fd)
+            throw EmbeddedPostgresError.setup("another flotilla-server\(holder.isEmpty ? "" : " (pid \(holder))") is using the data directory \(dataDirectory); stop it first, or give this one its own --data-dir")
+        }
+        let pid = Array("\(getpid())\n".utf8)
+        _ = ftruncate(fd, 0)
+        _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+        lockFD = fd
     }
 }

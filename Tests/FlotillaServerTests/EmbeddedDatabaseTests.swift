@@ -111,6 +111,35 @@ final class DatabaseOutageTests: XCTestCase {
     }
 }
 
+/// One server per data directory: a second one refuses to start, naming the first, and
+/// leaves the first one's cluster running (it used to adopt it, then stop it on its way out).
+final class DataDirectoryLockTests: XCTestCase {
+    func testASecondServerOnTheSameDataDirectoryRefusesAndStopsNothing() async throws {
+        let dataDir = NSTemporaryDirectory() + "flotilla-locked-\(UUID().uuidString.prefix(8))"
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: dataDir) }
+        let first = try ServerProcessTests.ServerProcess(["--listen", "127.0.0.1:0"], dataDir: dataDir)
+        let token = try String(contentsOfFile: dataDir + "/admin-token", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+
+        let second = try runProcess(productsDirectory.appendingPathComponent("flotilla-server").path,
+                                    ["--listen", "127.0.0.1:0", "--data-dir", dataDir],
+                                    environment: ProcessInfo.processInfo.environment.filter { $0.key != "DATABASE_URL" })
+        XCTAssertNotEqual(second.status, 0, second.output)
+        XCTAssertTrue(second.output.contains("another flotilla-server (pid \(first.pid)) is using the data directory"), second.output)
+        XCTAssertFalse(second.output.contains("adopting"), second.output)
+
+        // The first server's database is still there and serving.
+        let api = APIClient(port: first.port, token: token, wire: .h2)
+        expect(try await api.call("GET", "/api/v1/devices"), 200)
+        await api.close()
+        let stopped = first.terminate(SIGTERM)
+        XCTAssertEqual(stopped.status, 0, stopped.output)
+
+        // Once the first is gone, the directory is free again.
+        let third = try ServerProcessTests.ServerProcess(["--listen", "127.0.0.1:0"], dataDir: dataDir)
+        XCTAssertEqual(third.terminate(SIGTERM).status, 0)
+    }
+}
+
 /// Pids of `parent`'s children, read from /proc (each /proc/PID/stat names its parent).
 func children(of parent: Int32) -> [Int32] {
     let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
