@@ -45,6 +45,12 @@ struct Enroll: AsyncParsableCommand {
             guard parts.count == 2, !parts[0].isEmpty else { throw ValidationError("--label must be key=value, got '\(label)'") }
             labelMap[parts[0]] = .string(parts[1])
         }
+        // Before an enrollment use is spent: the token the server issues must have somewhere to go.
+        do {
+            try Self.update(options.config, with: [:])
+        } catch {
+            throw ValidationError("cannot write \(options.config) (\(error)); nothing was enrolled. Run as a user who may write it, or pass --config")
+        }
         let deviceName = name ?? ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "device"
         let body = JSON.object(["name": .string(deviceName), "labels": .object(labelMap)]).serialized
         let client = try await HTTP2Client.connect(to: config.server, tls: config.tls,
@@ -60,7 +66,14 @@ struct Enroll: AsyncParsableCommand {
             let message = answer["error"]?.objectValue?["message"]?.stringValue ?? response.bodyText
             throw ValidationError("enrollment refused (\(response.status)): \(message)")
         }
-        try Self.update(options.config, with: ["server": config.server, "token": token, "signing_key": key])
+        do {
+            try Self.update(options.config, with: ["server": config.server, "token": token, "signing_key": key])
+        } catch {
+            // The server issued the token once; losing it would orphan the device. Say it here.
+            print("enrolled, but \(options.config) could not be written (\(error)). Keep these lines for it:")
+            print("server = \(config.server)\ntoken = \(token)\nsigning_key = \(key)")
+            throw ExitCode(1)
+        }
         let status = answer["status"]?.stringValue ?? "?"
         print("enrolled as \(deviceName): \(status == "pending" ? "pending, waiting for an operator to accept it" : status); wrote \(options.config)")
     }

@@ -152,6 +152,15 @@ struct Status: ParsableCommand {
 
     func run() throws {
         let config = try options.resolve(needToken: false)
+        // A status looks; it never makes the state directory a first `run` would.
+        guard FileManager.default.fileExists(atPath: config.stateDirectory) else {
+            if json {
+                print(JSON.fields([("phase", .null), ("state_directory", .string(config.stateDirectory)), ("agent_state", .bool(false))]).serialized)
+            } else {
+                print("no agent state in \(config.stateDirectory): the agent has not run here (or uses another --state-dir)")
+            }
+            throw ExitCode(1)
+        }
         let files = try AgentFiles(root: config.stateDirectory)
         let machine = try files.loadMachine()
         let manifest = try AgentFiles.read(files.manifestPath)?.objectValue

@@ -2,6 +2,7 @@
 // list, `k=v` pairs.
 
 import ArgumentParser
+import Foundation
 import FlotillaJSON
 
 /// Connects, runs `body`, and always closes the connection.
@@ -41,6 +42,10 @@ struct PagingOptions: ParsableArguments {
             items += answer["items"]?.arrayValue ?? []
             cursor = answer["next_cursor"]?.stringValue
         } while cursor != nil && (all || items.count < limit)
+        // Never a silent cut: the listing says there is more (on stderr, so --json stays clean).
+        if !all && (cursor != nil || items.count > limit) {
+            FileHandle.standardError.write(Data("(the first \(limit) shown; more exist: --limit N or --all)\n".utf8))
+        }
         return all ? items : Array(items.prefix(limit))
     }
 }

@@ -11,6 +11,37 @@ import Foundation
 import XCTest
 
 final class AgentEnrollmentTests: XCTestCase {
+    /// A configuration file that cannot be written is found out before the enrollment: no use
+    /// is spent, no device made, no token issued into nowhere.
+    func testAnUnwritableConfigurationSpendsNoEnrollment() async throws {
+        let server = try APIServer()
+        let admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
+        expect(try await admin.call("POST", "/api/v1/groups", #"{"name":"field"}"#), 201)
+        let created = try await admin.call("POST", "/api/v1/enrollment-tokens", #"{"name":"field-day","group":"field"}"#)
+        let secret = try XCTUnwrap(created.json["secret"]?.stringValue)
+        let config = NSTemporaryDirectory() + "no-such-directory-\(UUID().uuidString)/agent.conf"
+        let (status, output) = try ChildProcess.run(productsDirectory.appendingPathComponent("flotilla-agent").path,
+                                                    ["enroll", "--config", config, "--server", server.url,
+                                                     "--enrollment-token", secret, "--name", "sensor-1"])
+        XCTAssertNotEqual(status, 0, output)
+        XCTAssertTrue(output.contains("nothing was enrolled"), output)
+        let listed = try await admin.call("GET", "/api/v1/enrollment-tokens")
+        XCTAssertEqual(listed.json["items"]?[0]?["uses"], .int(0), listed.text)
+        expect(try await admin.call("GET", "/api/v1/devices/sensor-1"), 404)
+        await admin.close()
+        await server.stop()
+    }
+
+    /// `status` on a machine where the agent never ran says so, and creates nothing.
+    func testStatusWithoutAgentStateSaysSoAndCreatesNothing() throws {
+        let stateDir = NSTemporaryDirectory() + "no-agent-\(UUID().uuidString)"
+        let (status, output) = try ChildProcess.run(productsDirectory.appendingPathComponent("flotilla-agent").path,
+                                                    ["status", "--config", stateDir + ".conf", "--state-dir", stateDir])
+        XCTAssertEqual(status, 1, output)
+        XCTAssertTrue(output.contains("no agent state in \(stateDir)"), output)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stateDir), "a status created the state directory")
+    }
+
     func testAnEnrolledAgentWaitsForApprovalThenRunsAFlow() async throws {
         let server = try APIServer()
         let admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)

@@ -165,4 +165,20 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(unreachable.status, 1)
         XCTAssertTrue(unreachable.output.contains("cannot reach the server at http://127.0.0.1:1"), unreachable.output)
     }
+
+    /// A listing cut at --limit says that more exist (on stderr; --json stays one document).
+    func testAListingCutAtItsLimitSaysMoreExist() async throws {
+        let admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
+        for index in 1...3 { expect(try await admin.call("POST", "/api/v1/devices", #"{"name":"cam-\#(index)"}"#), 201) }
+        await admin.close()
+        let connection = ["--server", server.url, "--token", server.adminToken]
+        let cut = try await cli(["devices", "list", "--limit", "2"] + connection)
+        XCTAssertEqual(cut.status, 0, cut.output)
+        XCTAssertTrue(cut.output.contains("(the first 2 shown; more exist: --limit N or --all)"), cut.output)
+        let whole = try await cli(["devices", "list", "--all"] + connection)
+        XCTAssertFalse(whole.output.contains("more exist"), whole.output)
+        XCTAssertTrue(whole.output.contains("cam-3"), whole.output)
+        let exact = try await cli(["devices", "list", "--limit", "3"] + connection)
+        XCTAssertFalse(exact.output.contains("more exist"), "all three fit: \(exact.output)")
+    }
 }
