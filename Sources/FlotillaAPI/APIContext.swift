@@ -13,6 +13,7 @@ import FlotillaStore
 import FlotillaTransport
 import FlotillaWire
 import Logging
+import Synchronization
 
 public final class APIContext: Sendable {
     let db: PGPool
@@ -42,6 +43,9 @@ public final class APIContext: Sendable {
     let limiter = RateLimiter()
     let refusals = RateLimiter()
     private let listener: PGListener?
+    /// Set when the server begins to stop: waiting polls answer 204 at once, with a short
+    /// retry interval, instead of meeting a closed pool (503) at the end of the drain.
+    let draining = Atomic(false)
 
     /// With `listen`, a PGListener on that database keeps the caches honest across replicas;
     /// without it, every request looks its token up. `signer`: the server's manifest-signing
@@ -80,6 +84,13 @@ public final class APIContext: Sendable {
                            }
                        })
         }
+    }
+
+    /// The first step of a graceful stop: every long poll waiting here answers now (204, come
+    /// back soon), and no new one waits. Requests in flight finish normally.
+    public func beginDrain() {
+        draining.store(true, ordering: .relaxed)
+        engine.waiters.wakeAll()
     }
 
     /// Stops the listener, wakes every waiting poll and writes the request lines still

@@ -43,6 +43,8 @@ public struct DeviceAPI: APIAudience {
     /// Seconds between polls the server asks for when there is nothing to do, and the
     /// jitter agents add so a fleet rebooted together does not poll in lockstep.
     static let pollInterval = 30, pollJitter = 10
+    /// What a stopping server asks instead: come back in a few seconds.
+    static let drainingPollInterval = 5
 
     func deviceRoute(_ router: inout Router, _ endpoint: Endpoint,
                      _ handler: @escaping @Sendable (HTTPRequest, DeviceCaller) async throws -> HTTPResponse) {
@@ -123,7 +125,9 @@ public struct DeviceAPI: APIAudience {
             let wait = query.waitSeconds(max: 300)
             try query.finish()
             if let manifest = try await nextInstruction(for: device.id, waiting: wait) { return try signed(manifest, for: device) }
-            return HTTPResponse(status: 204, headers: ["x-poll-interval": "\(Self.pollInterval)", "x-poll-jitter": "\(Self.pollJitter)"])
+            // A stopping server asks for the next poll soon (a restart or another replica takes it).
+            let interval = isDraining ? Self.drainingPollInterval : Self.pollInterval
+            return HTTPResponse(status: 204, headers: ["x-poll-interval": "\(interval)", "x-poll-jitter": "\(Self.pollJitter)"])
         }
 
         deviceRoute(&router, DeviceRoutes.report) { request, device in

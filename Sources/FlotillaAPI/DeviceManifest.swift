@@ -5,6 +5,7 @@ import FlotillaCore
 import FlotillaStore
 import FlotillaTransport
 import FlotillaWire
+import Synchronization
 
 extension DeviceAPI {
     /// The device's next instruction: its execution in flight (again, e.g. after an agent
@@ -14,13 +15,17 @@ extension DeviceAPI {
     /// a deployment made meanwhile, here or on another replica, wakes it). nil: nothing to do.
     func nextInstruction(for device: String, waiting: Int) async throws -> Manifest? {
         // Register before looking, so a deployment created in between still wakes us.
-        let ticket = waiting > 0 ? engine.waiters.register(device) : nil
+        let ticket = waiting > 0 && !isDraining ? engine.waiters.register(device) : nil
         defer { ticket.map(engine.waiters.finish) }
         if let manifest = try await pendingManifest(device) { return manifest }
         guard let ticket else { return nil }
         await engine.waiters.wait(ticket, seconds: waiting)
+        // Woken because the server is stopping: answer now, without the database.
+        if isDraining { return nil }
         return try await pendingManifest(device)
     }
+
+    var isDraining: Bool { context.draining.load(ordering: .relaxed) }
 
     /// `nextManifest`, except that a device known to be idle is answered from memory.
     func pendingManifest(_ device: String) async throws -> Manifest? {

@@ -183,6 +183,9 @@ struct Serve: AsyncParsableCommand {
         }
         say("received \(signal == SIGTERM ? "SIGTERM" : "SIGINT"), finishing in-flight requests")
         sweeper.cancel()
+        // Waiting polls first (204, retry soon), so the drain below is not spent holding them
+        // and none meets a closed pool.
+        context.beginDrain()
         await server.shutdown(gracePeriod: .milliseconds(Int(shutdownGrace * 1000)))
         context.stop()
         pool.close()

@@ -97,6 +97,30 @@ final class ServerProcessTests: XCTestCase {
         XCTAssertFalse(output.contains("flt_a_wrong"), "a presented (bad) secret reached the log")
     }
 
+    /// SIGTERM with agents long-polling: their polls answer 204 with a short retry interval at
+    /// once (they used to wait out the drain and get 503 "the pool is closed").
+    func testAStoppingServerAnswersWaitingPollsFirst() async throws {
+        let server = try ServerProcess(["--listen", "127.0.0.1:0", "--shutdown-grace", "20"])
+        let secret = String(try XCTUnwrap(server.startup.firstMatch(of: /admin token [^:]*: (flt_a_[A-Za-z0-9_-]+)/)?.1))
+        let admin = APIClient(port: server.port, token: secret, wire: .h2)
+        let created = try await admin.call("POST", "/api/v1/devices", #"{"name":"cam-1"}"#)
+        let device = APIClient(port: server.port, token: try XCTUnwrap(created.json["device_token"]?.stringValue), wire: .h2)
+        let started = Date()
+        async let poll = device.call("GET", "/api/v1/agent/next?wait=30")
+        // Not observable from outside the process: give the poll a moment to park. (Were it
+        // not parked yet, a stopping server would still answer it 204 without waiting.)
+        try await Task.sleep(for: .milliseconds(300))
+        server.child.signal(SIGTERM)
+        let answer = try await poll
+        XCTAssertEqual(answer.status, 204, answer.text)
+        XCTAssertEqual(answer.headers["x-poll-interval"], "5")
+        XCTAssertLessThan(Date().timeIntervalSince(started), 10, "answered at the start of the drain, not after it")
+        let (status, output) = server.terminate(SIGTERM)
+        XCTAssertEqual(status, 0, output)
+        await device.close()
+        await admin.close()
+    }
+
     func testSIGINTAndTheEnvironmentVariable() throws {
         let server = try ServerProcess([], environment: ["FLOTILLA_LISTEN": "127.0.0.1:0"])
         let socket = try RawSocket(port: server.port)
