@@ -14,6 +14,17 @@ public enum FlotillaAPI {
         var router = Router()
         registerSystemRoutes(on: &router)
         if let context {
+            // Readiness, beside liveness: false while the database cannot be reached, so a load
+            // balancer sends traffic elsewhere (/healthz stays "the process is alive").
+            router.get("/readyz") { _ in
+                do {
+                    _ = try await context.db.query("SELECT 1")
+                    return .json(200, #"{"status":"ready"}"#)
+                } catch {
+                    return .error(503, code: .databaseUnavailable, message: "the database is not reachable right now",
+                                  headers: ["retry-after": "1"])
+                }
+            }
             DeviceAPI(context: context).register(on: &router)
             ManagementAPI(context: context).register(on: &router)
             router.unmatched = { request, response in context.observeUnmatched(request, response) }

@@ -87,6 +87,7 @@ final class DatabaseOutageTests: XCTestCase {
         let server = try APIServer()
         let api = APIClient(port: server.port, token: server.adminToken, wire: .h2)
         expect(try await api.call("POST", "/api/v1/devices", #"{"name":"before"}"#), 201)
+        expect(try await api.call("GET", "/readyz"), 200)
 
         TestCluster.shared.stop()
         for _ in 0..<3 {
@@ -96,6 +97,8 @@ final class DatabaseOutageTests: XCTestCase {
         }
         let health = try await api.call("GET", "/healthz")
         XCTAssertEqual(health.status, 200, "the server itself is alive")
+        let ready = try await api.call("GET", "/readyz")
+        expect(ready, 503, code: "database_unavailable")  // but not ready: send traffic elsewhere
 
         try TestCluster.shared.start()
         var recovered: APIResponse?
@@ -106,6 +109,7 @@ final class DatabaseOutageTests: XCTestCase {
         }
         XCTAssertEqual(recovered?.json["name"], .string("before"))
         expect(try await api.call("POST", "/api/v1/devices", #"{"name":"after"}"#), 201)
+        expect(try await api.call("GET", "/readyz"), 200)
         await api.close()
         await server.stop()
     }
