@@ -13,17 +13,30 @@ final class DeploymentLifecycleTests: ServerTestCase {
         let created = try await admin.call("POST", "/api/v1/deployments", hardhatDeployment(version: "1.4", target: #"{"groups":["site-berlin"]}"#))
         expect(created, 201)
         let id = try XCTUnwrap(created.json["id"]?.stringValue)
+        // Make the race certain: hold the deployment's row, so every cancel reads `active` and
+        // then waits at its write; released, each write is decided by its version condition.
+        let holder = try PGConnection(PGConnectionOptions(conninfo: server.conninfo))
+        try holder.execute(unsafe: "BEGIN")
+        _ = try holder.query("SELECT 1 FROM deployments WHERE id = \(id)::uuid FOR UPDATE")
         let port = server.port, token = server.adminToken
-        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+        async let racing = withThrowingTaskGroup(of: Int.self) { group in
             for _ in 0..<8 {
                 group.addTask {
-                    let client = APIClient(port: port, token: token, wire: .h1)
+                    let client = APIClient(port: port, token: token, wire: .h2)  // async: blocking reads would starve the pool
                     defer { Task { await client.close() } }
                     return try await client.call("POST", "/api/v1/deployments/\(id)/cancel").status
                 }
             }
             return try await group.reduce(into: []) { $0.append($1) }
         }
+        let watcher = try PGConnection(PGConnectionOptions(conninfo: server.conninfo))
+        try await eventually("cancels are waiting at their write", seconds: 10) {
+            try watcher.query("""
+                SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%deployment_events%'
+                """)[0].decode(Int.self, column: "n") >= 2
+        }
+        try holder.execute(unsafe: "COMMIT")
+        let statuses = try await racing
         XCTAssertEqual(statuses, Array(repeating: 200, count: 8))
         let row = try await server.pool.query("""
             SELECT d.state, d.version, (SELECT count(*) FROM deployment_events e WHERE e.deployment_id = d.id) AS events
