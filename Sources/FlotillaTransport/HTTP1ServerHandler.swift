@@ -59,7 +59,9 @@ final class HTTP1ServerHandler: ServerProtocolHandler, @unchecked Sendable {
     func readComplete() {}
 
     private func parseAvailable() {
-        while !stopReading && queue.count < context.limits.maxPipelinedRequests {
+        // Paused for a streaming body's reader: bytes already read stay in the parser until
+        // the handler takes what it has (bodyCredited), so the unread part stays bounded.
+        while !stopReading && !bodyPaused && queue.count < context.limits.maxPipelinedRequests {
             let event: HTTP1ParseEvent?
             do {
                 event = try parser.next()
