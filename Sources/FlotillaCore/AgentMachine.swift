@@ -22,6 +22,7 @@
 //       downloading → download again (it resumes)     snapshotting → snapshot again
 //       installing  → roll back (a script half ran)    rebooting    → booted, next step
 //       verifying   → verify again                     rolling back → that stage again
+//       (a step run again is announced with step_started: the server renews its deadline)
 //     directiveReceived: roll_back → roll back now (if anything changed); stop → end here,
 //       restoring first if anything changed (the device is never left half-updated).
 //     unsupportedManifestReceived (a step kind this agent does not know): nothing runs; the
@@ -191,9 +192,10 @@ public struct AgentMachine: Sendable, Equatable {
         case .idle:
             return .accepted([])
         case .downloading(let step):
-            return .accepted([.download(step: step)])
-        case .snapshotting:
-            return .accepted([.snapshot])
+            // A re-run is announced: the server renews the step's deadline and counts it.
+            return .accepted([.report(next(.stepStarted, step: step)), .download(step: step)])
+        case .snapshotting(let step):
+            return .accepted([.report(next(.stepStarted, step: step)), .snapshot])
         case .installing(let step):
             // The script may have half run; it is not ours to guess how far. Restore.
             let report = next(.stepFailed, step: step, message: "the agent stopped while the install script ran; rolling back")
@@ -201,7 +203,7 @@ public struct AgentMachine: Sendable, Equatable {
         case .rebooting(let step):
             return .accepted([.report(next(.booted, version: job?.version))] + begin(step: step + 1))
         case .verifying(let step):
-            return .accepted([.healthCheck(step: step)])
+            return .accepted([.report(next(.stepStarted, step: step)), .healthCheck(step: step)])
         case .restoring:
             return .accepted([.restoreSnapshot])
         case .rollbackScript:

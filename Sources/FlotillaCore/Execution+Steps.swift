@@ -14,8 +14,14 @@ extension Execution {
             guard index == step, let current = plan(step) else {
                 return .rejected("step \(index) cannot start: step \(step) has not succeeded")
             }
-            // The step (re)starts: after the previous step succeeded, or after an agent restart.
+            // The step (re)starts: after the previous step succeeded, or after an agent restart,
+            // which renews its deadline. Bounded: an agent that keeps dying in one step fails it
+            // (and rolls back where the device may have changed) instead of renewing forever.
             attempt += 1
+            if attempt > Execution.maxAttempts {
+                return fail(Failure(.stepFailed, "step \(step) (\(current.kind.rawValue)) was started \(attempt) times; the agent keeps stopping in it",
+                                    step: step), at: now)
+            }
             deadline = now.adding(seconds: current.timeout)
             return .accepted([])
         case .rollingBack, .succeeded, .failed, .rolledBack, .rollbackFailed, .canceled:

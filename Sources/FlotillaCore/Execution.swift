@@ -45,6 +45,10 @@ public struct Execution: Sendable, Equatable {
     public internal(set) var failure: Failure?
     public internal(set) var rollbackFailure: Failure?
 
+    /// How often one step may be started (its first start and the re-runs an agent restart
+    /// announces) before the execution fails.
+    public static let maxAttempts = 5
+
     /// A new, queued execution.
     public init(steps: [StepPlan], targetVersion: String, knownGood: String?, rollbackTimeout: Int) {
         self.init(steps: steps, targetVersion: targetVersion, knownGood: knownGood, rollbackTimeout: rollbackTimeout,

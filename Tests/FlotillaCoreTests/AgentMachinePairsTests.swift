@@ -66,11 +66,11 @@ final class AgentMachinePairsTests: XCTestCase {
             .started: "idle", .rollBack: "idle", .stop: "idle", .proceed: "idle"]),
         ("downloading", 0, false, [
             .manifest: "rejected", .unsupported: "rejected", .succeeded: "snapshotting | step_succeeded(0), step_started(1), snapshot",
-            .failed: "idle | step_failed(0), finished:failed", .started: "downloading | download(0)",
+            .failed: "idle | step_failed(0), finished:failed", .started: "downloading | step_started(0), download(0)",
             .rollBack: "idle | finished:abandoned", .stop: "idle | finished:abandoned", .proceed: "downloading"]),
         ("snapshotting", 1, false, [
             .manifest: "rejected", .unsupported: "rejected", .succeeded: "installing | run(1)", .failed: "restoring | step_failed(1), restore",
-            .started: "snapshotting | snapshot", .rollBack: "restoring | restore", .stop: "idle | finished:abandoned",
+            .started: "snapshotting | step_started(1), snapshot", .rollBack: "restoring | restore", .stop: "idle | finished:abandoned",
             .proceed: "snapshotting"]),
         ("installing", 1, true, [
             .manifest: "rejected", .unsupported: "rejected", .succeeded: "rebooting | step_succeeded(1), step_started(2), reboot",
@@ -82,7 +82,7 @@ final class AgentMachinePairsTests: XCTestCase {
             .stop: "restoring | restore", .proceed: "rebooting"]),
         ("verifying", 3, true, [
             .manifest: "rejected", .unsupported: "rejected", .succeeded: "idle | step_succeeded(3), drop_snapshot, finished:succeeded",
-            .failed: "restoring | step_failed(3), restore", .started: "verifying | verify(3)",
+            .failed: "restoring | step_failed(3), restore", .started: "verifying | step_started(3), verify(3)",
             .rollBack: "restoring | restore", .stop: "restoring | restore", .proceed: "verifying"]),
         ("restoring", nil, true, [
             .manifest: "rejected", .unsupported: "rejected", .succeeded: "rollback_script | rollback_script",

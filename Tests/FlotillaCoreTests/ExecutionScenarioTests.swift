@@ -119,6 +119,21 @@ final class ExecutionScenarioTests: XCTestCase {
         XCTAssertEqual(e.agentReported(AgentReport(seq: 0, .stepStarted(step: 0)), at: t0), .rejected("seq must be 1 or more"))
     }
 
+    /// An agent that keeps dying in one step renews its deadline only so often: the start past
+    /// `maxAttempts` fails the step (rolling back, the device may have changed at step 1).
+    func testAStepRestartedTooOftenFails() {
+        var e = fresh()
+        feed(&e, [.stepStarted(step: 0), .stepSucceeded(step: 0)])  // installing; step 1 not started yet
+        for attempt in 1...Execution.maxAttempts {
+            XCTAssertEqual(feed(&e, [.stepStarted(step: 1)]), .accepted([]), "attempt \(attempt)")
+            XCTAssertEqual(e.attempt, attempt)
+        }
+        guard case .accepted = feed(&e, [.stepStarted(step: 1)]) else { return XCTFail("the last start is taken, and fails the step") }
+        XCTAssertEqual(e.state, .rollingBack)
+        XCTAssertEqual(e.failure?.cause, .stepFailed)
+        XCTAssertTrue(e.failure?.message.contains("was started 6 times") == true, e.failure?.message ?? "")
+    }
+
     func testFlowWithoutRunStepsNeverRollsBack() {
         var e = Execution(steps: [StepPlan(.download, timeout: 10)], targetVersion: "2", knownGood: nil, rollbackTimeout: 60)
         feed(&e, [.stepStarted(step: 0)])

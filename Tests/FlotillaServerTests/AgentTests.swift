@@ -249,6 +249,10 @@ final class AgentTests: XCTestCase {
             XCTAssertEqual(state["state"], .string(scenario.expected), "killed after \(scenario.kill)\n\(output)")
             XCTAssertTrue(output.contains("KILL_AFTER=\(scenario.kill)"), "the kill happened: \(scenario.kill)\n\(output)")
             XCTAssertGreaterThanOrEqual(starts, 2, scenario.kill)
+            if scenario.kill == "verify" {
+                // The restarted agent said it runs the health check again: counted, deadline renewed.
+                XCTAssertEqual(state["attempt"]?.intValue, 2, "the re-run was announced\n\(output)")
+            }
             if scenario.expected == "rolled_back" {
                 XCTAssertEqual(try tree(work + "/device/models"), modelsBefore, "killed after \(scenario.kill)")
             } else {
