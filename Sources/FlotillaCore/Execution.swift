@@ -24,7 +24,9 @@
 //   any report after the machine moved to rolling back or ended, is `stale` too: the
 //   answer's directive tells the agent what to do now.
 // - Anything impossible is `.rejected(reason)`; nothing here traps on network input.
-// - Time is an argument. Each working state has a deadline (`deadlinePassed(at:)`).
+// - Time is an argument. Each working state has a deadline (`deadlinePassed(at:)`); a step
+//   started again (an agent restart announces its re-run) gets a fresh one, at most
+//   `maxAttempts` times in all, after which the step fails.
 
 public struct Execution: Sendable, Equatable {
     public let steps: [StepPlan]
