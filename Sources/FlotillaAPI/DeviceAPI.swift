@@ -46,10 +46,10 @@ public struct DeviceAPI: APIAudience {
     /// What a stopping server asks instead: come back in a few seconds.
     static let drainingPollInterval = 5
 
-    func deviceRoute(_ router: inout Router, _ endpoint: Endpoint,
+    func deviceRoute(_ router: inout Router, _ endpoint: Endpoint, limit: RateLimit? = nil, limitKey: String = "",
                      _ handler: @escaping @Sendable (HTTPRequest, DeviceCaller) async throws -> HTTPResponse) {
         serve(&router, endpoint, authenticate: { [self] in try await authenticateDevice($0) },
-              logName: { "device:\($0.id)" }, limit: limits.device, handler)
+              logName: { "device:\($0.id)" }, limit: limit ?? limits.device, limitKey: limitKey, handler)
     }
 
     /// The manifest with its `signed` copy (ManifestSigner.swift), which is what agents act on.

@@ -7,7 +7,10 @@ import FlotillaWire
 
 extension DeviceAPI {
     func registerArtifactRoute(on router: inout Router) {
-        deviceRoute(&router, DeviceRoutes.artifact) { request, device in
+        // The ranges of one download are not API calls: they get a bucket of their own, 20 times
+        // the device's, so a 1 GB artifact in 4 MiB chunks is not throttled by the poll limit
+        // (and downloading never starves the device's polls and reports of theirs).
+        deviceRoute(&router, DeviceRoutes.artifact, limit: limits.device.scaled(by: 20), limitKey: ":download") { request, device in
             let sha256 = try Self.artifactID(request)
             // Only what one of the device's own executions tells it to download.
             guard let row = try await db.query("""

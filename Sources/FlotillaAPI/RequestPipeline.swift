@@ -84,11 +84,13 @@ extension APIContext {
 
 extension APIAudience {
     /// Registers `handler` on `endpoint` inside the pipeline: authentication, the caller's
-    /// rate limit, error mapping, the audit log (when `audited`) and the record.
+    /// rate limit, error mapping, the audit log (when `audited`) and the record. `limitKey`
+    /// gives the route a bucket of its own beside the caller's (a device's downloads).
     func serve<Who: Sendable>(_ router: inout Router, _ endpoint: Endpoint, streamingLimit: Int? = nil,
                               fromMemory: ImmediateAttempt? = nil,
                               authenticate: @escaping @Sendable (HTTPRequest) async throws -> Who,
-                              logName: @escaping @Sendable (Who) -> String, limit: RateLimit, audited: Bool = false,
+                              logName: @escaping @Sendable (Who) -> String, limit: RateLimit, limitKey: String = "",
+                              audited: Bool = false,
                               _ handler: @escaping @Sendable (HTTPRequest, Who) async throws -> HTTPResponse) {
         let context = context
         let wrapped: HTTPHandler = { request in
@@ -99,7 +101,7 @@ extension APIAudience {
             do {
                 let authenticated = try await context.authenticateLimited(request, authenticate)
                 caller = authenticated
-                if case .limited(let wait) = context.limiter.request(logName(authenticated), limit, at: RateLimiter.now()) {
+                if case .limited(let wait) = context.limiter.request(logName(authenticated) + limitKey, limit, at: RateLimiter.now()) {
                     throw APIContext.rateLimited(wait)
                 }
                 response = try await handler(request, authenticated)

@@ -15,6 +15,8 @@ struct StepFailure: Error {
     var logTail: String?
     /// A download that may succeed if tried again (the link dropped, the host answered 5xx).
     var transient = false
+    /// The server's Retry-After (a 429 or 503): wait that long, not the backoff's guess.
+    var retryAfter: Double?
 }
 
 struct AgentSteps {
@@ -69,6 +71,7 @@ struct AgentSteps {
         let budget = Date().addingTimeInterval(Double(step["timeout"]?.intValue ?? 3600) * 0.9)
         var wait = 1.0
         while true {
+            let before = fileSize(partial)
             do throws(StepFailure) {
                 if url.hasPrefix("/") {
                     try await fetchFromServer(url, into: partial, size: size, chunk: chunk)
@@ -76,10 +79,13 @@ struct AgentSteps {
                     try await fetchExternal(url, into: partial, limit: size.map(Int64.init))
                 }
                 break
-            } catch where error.transient && Date().addingTimeInterval(wait) < budget {
-                log("\(error.message); retrying in \(Int(wait)) s")
-                await dropClient()
-                try? await Task.sleep(for: .seconds(wait))
+            } catch where error.transient && Date().addingTimeInterval(error.retryAfter ?? wait) < budget {
+                // Bytes arrived since the last attempt: the link works, so the backoff starts over.
+                if fileSize(partial) > before { wait = 1 }
+                let pause = error.retryAfter ?? wait
+                log("\(error.message); retrying in \(Int(pause.rounded(.up))) s")
+                if error.retryAfter == nil { await dropClient() }  // a refusal with Retry-After keeps a good connection
+                try? await Task.sleep(for: .seconds(pause))
                 wait = min(wait * 2, 30)
             }
         }
@@ -124,7 +130,8 @@ struct AgentSteps {
                     continue
                 default:
                     throw StepFailure(message: "download answered \(response.status): \(response.bodyText.prefix(200))",
-                                      transient: response.status >= 500 || response.status == 429)
+                                      transient: response.status >= 500 || response.status == 429,
+                                      retryAfter: Double(response.headers["retry-after"] ?? ""))
                 }
                 guard !response.body.isEmpty || have == total else { throw StepFailure(message: "download returned no bytes") }
                 try append(response.body, to: partial)

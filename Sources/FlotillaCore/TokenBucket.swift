@@ -18,6 +18,11 @@ public struct RateLimit: Sendable, Equatable {
     /// No limit at all.
     public static let off = RateLimit(perSecond: 0, burst: 0)
     public var isOff: Bool { perSecond <= 0 || burst <= 0 }
+
+    /// The same limit, `factor` times as generous (off stays off).
+    public func scaled(by factor: Int) -> RateLimit {
+        isOff ? self : RateLimit(perSecond: perSecond * Double(factor), burst: burst * factor)
+    }
 }
 
 public enum RateDecision: Sendable, Equatable {

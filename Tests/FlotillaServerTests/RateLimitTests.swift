@@ -7,6 +7,28 @@ import FlotillaCore
 import XCTest
 
 final class RateLimitTests: XCTestCase {
+    /// The ranges of a download are not API calls: they have a bucket of their own (20 times
+    /// the device's), so a big artifact in chunks is not throttled like polls, and a download
+    /// leaves the device's polls and reports their own bucket.
+    func testADownloadsRangesDoNotSpendTheDevicesRequestBudget() async throws {
+        let server = try APIServer(limits: RateLimits(device: RateLimit(perSecond: 0.5, burst: 3)))
+        let admin = APIClient(port: server.port, token: server.adminToken, wire: .h2)
+        try await admin.prepareHardhatModel()
+        let device = try await ScriptedDevice(server: server, admin: admin, name: "cam-1", groups: ["site-berlin"])
+        expect(try await admin.call("POST", "/api/v1/deployments", hardhatDeployment(version: "1.4", target: #"{"groups":["site-berlin"]}"#)), 201)
+        let handed = try await device.next()  // one of the device's 3
+        XCTAssertNotNil(handed)
+        var statuses: [Int] = []
+        for chunk in 0..<20 {
+            let range = "bytes=\(chunk * 50)-\(chunk * 50 + 49)"
+            statuses.append(try await device.client.call("GET", "/api/v1/agent/artifacts/\(sampleSHA)", headers: ["range": range]).status)
+        }
+        XCTAssertEqual(statuses, Array(repeating: 206, count: 20), "\(statuses)")
+        expect(try await device.client.call("GET", "/api/v1/agent/next"), 200)  // the device's own bucket still has 2
+        for client in [admin, device.client] { await client.close() }
+        await server.stop()
+    }
+
     func testDevicesAndTokensAreLimitedEachOnItsOwn() async throws {
         // Slow refills (one request per 2 s) so a busy machine cannot refill a bucket mid-burst.
         let server = try APIServer(limits: RateLimits(device: RateLimit(perSecond: 0.5, burst: 3), token: RateLimit(perSecond: 0.5, burst: 20),
