@@ -1,5 +1,5 @@
 // Pinning the server's manifest key before the first poll (see ManifestTrust.swift): kept
-// apart from the executor in AgentDaemon.swift, which only consults `trust`.
+// apart from the runner (AgentRunner.swift), which only consults `trust`.
 
 import FlotillaJSON
 import FlotillaTransport

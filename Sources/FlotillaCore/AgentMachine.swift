@@ -1,7 +1,8 @@
 // The device agent's decision logic for one execution: pure, events in, actions out.
-// The agent executable (Sources/FlotillaAgent/AgentDaemon.swift) performs the actions in
-// one place and feeds their outcomes back; it writes the machine to its journal before
-// it performs anything, so a crash at any point restarts from a known phase.
+// One runner (Sources/FlotillaAgent/AgentRunner.swift, for the real agent and the
+// simulator alike) performs the actions in one place and feeds their outcomes back; it
+// writes the machine to its journal before it performs anything, so a crash at any point
+// restarts from a known phase.
 //
 //                      manifestReceived
 //     idle ─────────────────────────────────▶ step 0
